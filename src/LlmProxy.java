@@ -1,0 +1,1686 @@
+//JAVA 21+
+//COMPILE_OPTIONS --release 21
+//DESCRIPTION Logging reverse proxy for LLM APIs: streams every answer, records every exchange as CSV
+
+/*
+ * llmproxy: a logging reverse proxy for LLM APIs, in one file of plain Java 21.
+ *
+ * Point an LLM client (an OpenAI or Anthropic SDK, a coding agent, curl) at llmproxy instead of
+ * the API. It forwards every request to --target-url, streams the response back chunk by chunk
+ * as it arrives, and appends one CSV record per exchange (method, url, request and response
+ * body) to the log file. It listens on 127.0.0.1 unless told otherwise.
+ *
+ *   java -jar build/llmproxy.jar --target-url https://api.openai.com/v1
+ *   java src/LlmProxy.java --target-url https://api.anthropic.com
+ *
+ * Map of the parts, in the order a request flows through them:
+ *   LlmProxy        entry point: start(args, out, err) returns an exit code; main only exits
+ *   Cli, Config     argument parsing, help text and the validated configuration
+ *   Proxy           the running server: HttpServer on virtual threads, HttpClient, shutdown
+ *   Forwarder       one exchange: upstream request, response headers, copy loop, record
+ *   HeaderRules     which headers cross the proxy in each direction
+ *   RequestBody     streams the client's body upstream from its own thread, mirroring it
+ *   IdleWatchdog    ends upstream bodies that stay silent longer than --timeout
+ *   Capture         the bounded copy of a body kept for the log
+ *   Record          what the log keeps of one exchange
+ *   LogWriter       one thread that appends records to the CSV file
+ *   BodyText        decodes a captured body (gzip, deflate, UTF-8) into a log field
+ *   Csv, Json       RFC 4180 fields and JSON strings
+ *   UsageException  a bad command line (exit 2); StartupException: cannot start (exit 1)
+ */
+
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
+
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.io.PrintStream;
+import java.io.Serial;
+import java.io.Writer;
+import java.net.BindException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.URI;
+import java.net.URISyntaxException;
+import java.net.UnknownHostException;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.net.http.HttpTimeoutException;
+import java.nio.ByteBuffer;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Flow;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.UnaryOperator;
+import java.util.zip.DataFormatException;
+import java.util.zip.GZIPInputStream;
+import java.util.zip.Inflater;
+import java.util.zip.ZipException;
+
+/** Entry point: parses the command line, starts the proxy, and stops it cleanly on SIGINT/SIGTERM. */
+public final class LlmProxy {
+    static final String VERSION = "0.1.0";
+
+    private LlmProxy() {}
+
+    public static void main(String[] args) {
+        int code = start(args, System.out, System.err);
+        if (code != 0) {
+            System.exit(code);
+        }
+        // The server's dispatcher thread keeps the JVM alive until a signal runs the shutdown hook.
+    }
+
+    /**
+     * Runs the command line: prints help or version, or starts the proxy and returns while it
+     * serves. Returns the exit code: 0 started (or help shown), 1 could not start, 2 usage error.
+     */
+    static int start(String[] args, PrintStream out, PrintStream err) {
+        Cli.Command command;
+        try {
+            command = Cli.parse(args, System::getenv);
+        } catch (UsageException e) {
+            err.println("llmproxy: " + e.getMessage());
+            err.println("Run 'llmproxy --help' for usage.");
+            return 2;
+        }
+        switch (command) {
+            case Cli.Command.Help help -> {
+                out.print(Cli.HELP);
+                return 0;
+            }
+            case Cli.Command.Version version -> {
+                out.println("llmproxy " + VERSION);
+                return 0;
+            }
+            case Cli.Command.Run run -> {
+                Proxy proxy;
+                try {
+                    proxy = Proxy.start(run.config(), err);
+                } catch (StartupException e) {
+                    err.println("llmproxy: " + e.getMessage());
+                    return 1;
+                }
+                Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                    proxy.shutdown(Proxy.shutdownGrace());
+                    // A JVM ended by a signal exits 128+signal even after a clean shutdown; the
+                    // user asked us to stop, everything is flushed, so report success.
+                    Runtime.getRuntime().halt(0);
+                }, "llmproxy-shutdown"));
+                return 0;
+            }
+        }
+    }
+
+    // --- command line ---
+
+    /** Hand-written parsing of the command line into a {@link Config}; never exits the JVM. */
+    static final class Cli {
+        private Cli() {}
+
+        static final String HELP = """
+                Usage: llmproxy --target-url URL [options]
+
+                A logging reverse proxy for LLM APIs. Forwards every request to URL, streams
+                each response back as it arrives, and appends one CSV record per exchange
+                (method, url, request body, response body) to the log file.
+
+                Options:
+                  -t, --target-url URL       upstream base URL, http:// or https:// (required);
+                                             the request path and query are appended to it
+                  -p, --port N               port to listen on; 0 picks a free one (default: 8080)
+                      --host ADDR            address to listen on (default: 127.0.0.1)
+                  -a, --add-header 'Name: Value'
+                                             set this header on every upstream request, replacing
+                                             the client's; ${VAR} is read from the environment;
+                                             repeatable
+                  -l, --log-file PATH        CSV file to append records to (default: log.csv)
+                      --log-max-body SIZE    log at most SIZE bytes of each body, e.g. 512k, 16m;
+                                             the client still gets every byte (default: 16m)
+                  -T, --timeout MINUTES      longest wait for response headers, and longest silence
+                                             inside a response body; decimals allowed (default: 3)
+                  -h, --help                 print this help and exit
+                  -V, --version              print the version and exit
+
+                Examples:
+                  llmproxy -t https://api.openai.com/v1 -a 'Authorization: Bearer ${OPENAI_API_KEY}'
+                  llmproxy -t https://api.anthropic.com -a 'x-api-key: ${ANTHROPIC_API_KEY}' -p 8081
+                  llmproxy -t http://localhost:11434 -l ollama.csv -T 10
+                """;
+
+        /** What the command line asks for. */
+        sealed interface Command {
+            record Run(Config config) implements Command {}
+
+            record Help() implements Command {}
+
+            record Version() implements Command {}
+        }
+
+        static Command parse(String[] args, UnaryOperator<String> env) {
+            String target = null;
+            String host = null;
+            Integer port = null;
+            String logFile = null;
+            Long maxBody = null;
+            Duration timeout = null;
+            List<AddedHeader> headers = new ArrayList<>();
+            for (int i = 0; i < args.length; i++) {
+                String arg = args[i];
+                String name = arg;
+                String value = null;
+                int eq = arg.indexOf('=');
+                if (arg.startsWith("--") && eq > 0) {
+                    name = arg.substring(0, eq);
+                    value = arg.substring(eq + 1);
+                }
+                switch (name) {
+                    case "-h", "--help" -> {
+                        return new Command.Help();
+                    }
+                    case "-V", "--version" -> {
+                        return new Command.Version();
+                    }
+                    default -> {
+                        if (!name.startsWith("-")) {
+                            throw new UsageException("unexpected argument '" + arg + "'");
+                        }
+                    }
+                }
+                String option = longName(name);
+                if (value == null) {
+                    if (i + 1 >= args.length) {
+                        throw new UsageException("option " + option + " needs a value");
+                    }
+                    value = args[++i];
+                }
+                switch (option) {
+                    case "--target-url" -> target = once(option, target, value);
+                    case "--host" -> host = once(option, host, value);
+                    case "--port" -> port = once(option, port, parsePort(value));
+                    case "--log-file" -> logFile = once(option, logFile, value);
+                    case "--log-max-body" -> maxBody = once(option, maxBody, parseSize(option, value));
+                    case "--timeout" -> timeout = once(option, timeout, parseMinutes(value));
+                    case "--add-header" -> headers.add(AddedHeader.parse(value, env));
+                    default -> throw new AssertionError(option);
+                }
+            }
+            if (target == null) {
+                throw new UsageException("missing required option --target-url");
+            }
+            return new Command.Run(new Config(
+                    parseTarget(target),
+                    bindAddress(host == null ? "127.0.0.1" : host),
+                    port == null ? 8080 : port,
+                    headers,
+                    Path.of(logFile == null ? "log.csv" : logFile),
+                    maxBody == null ? 16L << 20 : maxBody,
+                    timeout == null ? Duration.ofMinutes(3) : timeout));
+        }
+
+        private static String longName(String name) {
+            return switch (name) {
+                case "-t", "--target-url" -> "--target-url";
+                case "-p", "--port" -> "--port";
+                case "--host" -> "--host";
+                case "-a", "--add-header" -> "--add-header";
+                case "-l", "--log-file" -> "--log-file";
+                case "--log-max-body" -> "--log-max-body";
+                case "-T", "--timeout" -> "--timeout";
+                default -> throw new UsageException("unknown option " + name);
+            };
+        }
+
+        private static <T> T once(String option, T previous, T value) {
+            if (previous != null) {
+                throw new UsageException("option " + option + " given twice");
+            }
+            return value;
+        }
+
+        static URI parseTarget(String value) {
+            try {
+                URI uri = new URI(value);
+                String scheme = uri.getScheme() == null ? "" : uri.getScheme().toLowerCase(Locale.ROOT);
+                if ((scheme.equals("http") || scheme.equals("https")) && uri.getHost() != null
+                        && uri.getRawFragment() == null && uri.getRawUserInfo() == null) {
+                    return uri;
+                }
+            } catch (URISyntaxException e) {
+                // reported below, with the value the user gave
+            }
+            throw new UsageException("--target-url must be an absolute http:// or https:// URL"
+                    + " with a host (no user info or #fragment), got '" + value + "'");
+        }
+
+        private static int parsePort(String value) {
+            try {
+                int port = Integer.parseInt(value);
+                if (port >= 0 && port <= 65535) {
+                    return port;
+                }
+            } catch (NumberFormatException e) {
+                // reported below
+            }
+            throw new UsageException("--port must be a number from 0 to 65535, got '" + value + "'");
+        }
+
+        private static Duration parseMinutes(String value) {
+            if (value.matches("[0-9]{1,6}(\\.[0-9]{1,9})?|\\.[0-9]{1,9}")) {
+                double minutes = Double.parseDouble(value);
+                if (minutes > 0 && minutes <= 525_600) {
+                    return Duration.ofNanos(Math.max(1, Math.round(minutes * 60e9)));
+                }
+            }
+            throw new UsageException("--timeout must be a positive number of minutes (up to a year),"
+                    + " got '" + value + "'");
+        }
+
+        static long parseSize(String option, String value) {
+            String digits = value.toLowerCase(Locale.ROOT);
+            long unit = 1;
+            if (digits.endsWith("k")) {
+                unit = 1L << 10;
+            } else if (digits.endsWith("m")) {
+                unit = 1L << 20;
+            } else if (digits.endsWith("g")) {
+                unit = 1L << 30;
+            }
+            if (unit > 1) {
+                digits = digits.substring(0, digits.length() - 1);
+            }
+            if (digits.matches("[0-9]{1,12}")) {
+                long size = Long.parseLong(digits) * unit;
+                if (size <= Integer.MAX_VALUE - 64) {
+                    return size;
+                }
+            }
+            throw new UsageException(option + " must be a size in bytes with an optional k, m or g"
+                    + " suffix, below 2g, got '" + value + "'");
+        }
+
+        private static InetAddress bindAddress(String host) {
+            try {
+                return InetAddress.getByName(host);
+            } catch (UnknownHostException e) {
+                throw new UsageException("--host '" + host + "' is not an address of this machine");
+            }
+        }
+    }
+
+    /** The validated configuration of one proxy. */
+    record Config(URI target, InetAddress host, int port, List<AddedHeader> addHeaders, Path logFile,
+                  long logMaxBody, Duration timeout) {
+        Config {
+            if (!target.isAbsolute() || target.getHost() == null) {
+                throw new UsageException("--target-url must be an absolute URL, got '" + target + "'");
+            }
+            if (port < 0 || port > 65535) {
+                throw new UsageException("--port must be from 0 to 65535, got " + port);
+            }
+            if (logMaxBody < 0) {
+                throw new UsageException("--log-max-body must not be negative");
+            }
+            if (timeout.isNegative() || timeout.isZero()) {
+                throw new UsageException("--timeout must be positive");
+            }
+            addHeaders = List.copyOf(addHeaders);
+        }
+
+        /**
+         * The upstream URL for a request: the request's raw path appended to the target's path,
+         * and both queries joined. Refuses a path whose {@code ..} segments climb above the target.
+         */
+        URI upstreamUri(String rawPath, String rawQuery) {
+            String base = target.getRawPath() == null ? "" : target.getRawPath();
+            while (base.endsWith("/")) {
+                base = base.substring(0, base.length() - 1);
+            }
+            String path = rawPath == null || rawPath.isEmpty() || rawPath.equals("*") ? "/" : rawPath;
+            if (!path.startsWith("/")) {
+                path = "/" + path;
+            }
+            requireNoClimb(path);
+            String query = target.getRawQuery();
+            if (rawQuery != null && !rawQuery.isEmpty()) {
+                query = query == null || query.isEmpty() ? rawQuery : query + "&" + rawQuery;
+            }
+            return URI.create(target.getScheme() + "://" + target.getRawAuthority() + base + path
+                    + (query == null ? "" : "?" + query));
+        }
+
+        private static void requireNoClimb(String path) {
+            int depth = 0;
+            for (String segment : path.substring(1).split("/", -1)) {
+                String s = segment.toLowerCase(Locale.ROOT).replace("%2e", ".");
+                if (s.equals("..")) {
+                    if (--depth < 0) {
+                        throw new IllegalArgumentException("path climbs above the target URL with '..'");
+                    }
+                } else if (!s.equals(".") && !s.isEmpty()) {
+                    depth++;
+                }
+            }
+        }
+    }
+
+    /** One {@code --add-header}: a header set on every upstream request, never logged. */
+    record AddedHeader(String name, String value) {
+        @Override
+        public String toString() {
+            return name + ": [hidden]";
+        }
+
+        static AddedHeader parse(String spec, UnaryOperator<String> env) {
+            int colon = spec.indexOf(':');
+            if (colon < 0) {
+                throw new UsageException("--add-header needs 'Name: Value', got '" + spec + "' (no colon)");
+            }
+            String name = spec.substring(0, colon).trim();
+            if (!name.matches("[!#$%&'*+.^_`|~0-9A-Za-z-]+")) {
+                throw new UsageException("--add-header has an invalid header name '" + name + "'");
+            }
+            String value = expand(spec.substring(colon + 1).trim(), env);
+            for (int i = 0; i < value.length(); i++) {
+                char c = value.charAt(i);
+                if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                    throw new UsageException("--add-header " + name + " has a control character in its value");
+                }
+            }
+            return new AddedHeader(name, value);
+        }
+
+        /** Replaces each {@code ${VAR}} with the environment variable VAR; unset is an error. */
+        static String expand(String value, UnaryOperator<String> env) {
+            StringBuilder out = new StringBuilder();
+            int i = 0;
+            while (true) {
+                int open = value.indexOf("${", i);
+                if (open < 0) {
+                    return out.append(value, i, value.length()).toString();
+                }
+                int close = value.indexOf('}', open);
+                if (close < 0) {
+                    throw new UsageException("--add-header value has '${' without a closing '}'");
+                }
+                String variable = value.substring(open + 2, close);
+                String resolved = variable.isEmpty() ? null : env.apply(variable);
+                if (resolved == null) {
+                    throw new UsageException("--add-header uses ${" + variable + "}, but environment variable '"
+                            + variable + "' is not set");
+                }
+                out.append(value, i, open).append(resolved);
+                i = close + 1;
+            }
+        }
+    }
+
+    // --- server ---
+
+    /** A running proxy: the HTTP server, the upstream client, the log writer. Close to stop it. */
+    static final class Proxy implements AutoCloseable {
+        private final HttpServer server;
+        private final ExecutorService handlers;
+        private final HttpClient client;
+        private final IdleWatchdog watchdog;
+        private final LogWriter log;
+        private final Forwarder forwarder;
+        private final PrintStream err;
+        private boolean stopped;
+
+        private Proxy(HttpServer server, ExecutorService handlers, HttpClient client, IdleWatchdog watchdog,
+                      LogWriter log, Forwarder forwarder, PrintStream err) {
+            this.server = server;
+            this.handlers = handlers;
+            this.client = client;
+            this.watchdog = watchdog;
+            this.log = log;
+            this.forwarder = forwarder;
+            this.err = err;
+        }
+
+        /** Seconds that in-flight exchanges get to finish on SIGINT/SIGTERM. */
+        static Duration shutdownGrace() {
+            return Duration.ofSeconds(Long.getLong("llmproxy.shutdownGrace", 10));
+        }
+
+        /**
+         * Server settings read once, when the first HttpServer is created. Without nodelay the
+         * last chunk of each response waits for the client's delayed ACK (~40 ms).
+         */
+        static void tuneServerProperties() {
+            if (System.getProperty("sun.net.httpserver.nodelay") == null) {
+                System.setProperty("sun.net.httpserver.nodelay", "true");
+            }
+        }
+
+        static Proxy start(Config config, PrintStream err) {
+            tuneServerProperties();
+            LogWriter log = LogWriter.open(config.logFile(), config.logMaxBody(), err);
+            HttpServer server;
+            try {
+                server = HttpServer.create(new InetSocketAddress(config.host(), config.port()), 1024);
+            } catch (BindException e) {
+                log.close();
+                throw new StartupException("cannot listen on " + hostPort(config.host(), config.port()) + ": "
+                        + e.getMessage() + " (is another process using the port? --port 0 picks a free one)");
+            } catch (IOException e) {
+                log.close();
+                throw new StartupException("cannot listen on " + hostPort(config.host(), config.port()) + ": " + e);
+            }
+            HttpClient client = HttpClient.newBuilder()
+                    .version(config.target().getScheme().equalsIgnoreCase("https")
+                            ? HttpClient.Version.HTTP_2 : HttpClient.Version.HTTP_1_1)
+                    .followRedirects(HttpClient.Redirect.NEVER)
+                    .connectTimeout(config.timeout())
+                    .build();
+            IdleWatchdog watchdog = new IdleWatchdog(config.timeout());
+            ExecutorService handlers = Executors.newVirtualThreadPerTaskExecutor();
+            Forwarder forwarder = new Forwarder(config, client, watchdog, log, err);
+            server.createContext("/", forwarder::handle);
+            server.setExecutor(handlers);
+            server.start();
+            Proxy proxy = new Proxy(server, handlers, client, watchdog, log, forwarder, err);
+            InetAddress host = config.host();
+            err.println("llmproxy " + VERSION + " listening on http://" + hostPort(host, proxy.port())
+                    + " -> " + config.target() + ", logging to " + config.logFile().toAbsolutePath());
+            if (!host.isLoopbackAddress()) {
+                err.println("llmproxy: WARNING: listening on " + host.getHostAddress()
+                        + ", not loopback: anyone who can reach this port uses the --add-header values"
+                        + " (your API key) and can read your traffic");
+            }
+            return proxy;
+        }
+
+        int port() {
+            return server.getAddress().getPort();
+        }
+
+        /** Stops accepting, gives in-flight exchanges up to {@code grace} to finish, then drains the log. */
+        synchronized void shutdown(Duration grace) {
+            if (stopped) {
+                return;
+            }
+            stopped = true;
+            forwarder.closing = true;
+            int inFlight = forwarder.inFlight.get();
+            if (inFlight > 0) {
+                err.println("llmproxy: stopping; waiting up to " + Durations.format(grace) + " for "
+                        + inFlight + " exchanges in flight");
+            }
+            // JDK 21's stop(n) waits the whole n seconds when nothing is in flight.
+            server.stop(inFlight == 0 ? 0 : (int) Math.max(1, grace.toSeconds()));
+            client.shutdownNow();
+            watchdog.close();
+            handlers.shutdown();
+            try {
+                if (!handlers.awaitTermination(5, TimeUnit.SECONDS)) {
+                    err.println("llmproxy: some exchanges did not end within 5 s of shutdown");
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            log.close();
+            err.println("llmproxy: stopped; " + log.written() + " records written to " + log.file());
+        }
+
+        @Override
+        public void close() {
+            shutdown(Duration.ZERO);
+        }
+
+        static String hostPort(InetAddress host, int port) {
+            String address = host.getHostAddress();
+            return (address.indexOf(':') >= 0 ? "[" + address + "]" : address) + ":" + port;
+        }
+    }
+
+    // --- forwarding ---
+
+    /** Handles one exchange: builds the upstream request, streams the answer back, records it. */
+    static final class Forwarder {
+        /** Copy-loop buffer size; LLM events are small, large downloads just take more reads. */
+        private static final int BUFFER = Integer.getInteger("llmproxy.bufferSize", 16 * 1024);
+
+        private final Config config;
+        private final HttpClient client;
+        private final IdleWatchdog watchdog;
+        private final LogWriter log;
+        private final PrintStream err;
+        final AtomicInteger inFlight = new AtomicInteger();
+        volatile boolean closing;
+
+        Forwarder(Config config, HttpClient client, IdleWatchdog watchdog, LogWriter log, PrintStream err) {
+            this.config = config;
+            this.client = client;
+            this.watchdog = watchdog;
+            this.log = log;
+            this.err = err;
+        }
+
+        void handle(HttpExchange exchange) {
+            inFlight.incrementAndGet();
+            Record.Builder record = new Record.Builder(exchange.getRequestMethod(), clientUrl(exchange),
+                    config.logMaxBody());
+            String requestEncoding = exchange.getRequestHeaders().getFirst("Content-Encoding");
+            record.requestEncoding = requestEncoding == null ? "" : requestEncoding;
+            RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody);
+            boolean truncate = false;
+            try {
+                truncate = forward(exchange, record, body);
+            } catch (Exception e) {
+                record.fail(Record.Outcome.UPSTREAM_ERROR, "internal error: " + e);
+                truncate = true;
+            } finally {
+                body.close();
+                Record finished = record.finish(closing);
+                log.submit(finished);
+                err.println(finished.summary(exchange.getRequestURI()));
+                inFlight.decrementAndGet();
+            }
+            if (truncate) {
+                // Ending the handler by exception makes the server drop the connection without the
+                // final empty chunk, so the client sees a cut stream instead of a clean end.
+                throw new TruncatedResponse();
+            }
+            exchange.close();
+        }
+
+        /** Runs the exchange; returns true when the client's response must be cut short. */
+        private boolean forward(HttpExchange exchange, Record.Builder record, RequestBody body) throws IOException {
+            String method = exchange.getRequestMethod();
+            URI requested = exchange.getRequestURI();
+            if (method.equals("CONNECT")) {
+                return answerError(exchange, record, 405, "llmproxy_bad_request", Record.Outcome.REJECTED,
+                        "CONNECT is not supported: llmproxy is a reverse proxy for --target-url, not a forward proxy");
+            }
+            URI upstream;
+            try {
+                upstream = config.upstreamUri(requested.getRawPath(), requested.getRawQuery());
+            } catch (IllegalArgumentException e) {
+                return answerError(exchange, record, 400, "llmproxy_bad_request", Record.Outcome.REJECTED,
+                        e.getMessage());
+            }
+            record.upstreamUrl = upstream.toString();
+            HttpRequest request = buildRequest(exchange, upstream, body);
+
+            HttpResponse<InputStream> response;
+            try {
+                response = client.send(request, HttpResponse.BodyHandlers.ofInputStream());
+            } catch (HttpTimeoutException e) {
+                body.drainForLog();
+                return answerError(exchange, record, 504, "llmproxy_upstream_timeout", Record.Outcome.TIMEOUT,
+                        "no response headers from " + config.target().getHost() + " within "
+                                + Durations.format(config.timeout()) + " (--timeout)");
+            } catch (IOException e) {
+                body.drainForLog();
+                if (body.clientFailed()) {
+                    record.fail(Record.Outcome.CLIENT_CLOSED, "client stopped sending the request body: "
+                            + body.clientError());
+                    return true;
+                }
+                return answerError(exchange, record, 502, "llmproxy_upstream_error", Record.Outcome.UPSTREAM_ERROR,
+                        "cannot reach " + config.target().getHost() + ": " + Durations.describe(e));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                body.drainForLog();
+                return answerError(exchange, record, 503, "llmproxy_shutdown", Record.Outcome.SHUTDOWN,
+                        "llmproxy is shutting down");
+            }
+            try (InputStream upstreamBody = response.body()) {
+                return relay(exchange, record, response, upstreamBody);
+            }
+        }
+
+        private HttpRequest buildRequest(HttpExchange exchange, URI upstream, RequestBody body) {
+            String method = exchange.getRequestMethod();
+            var headers = exchange.getRequestHeaders();
+            HttpRequest.Builder builder = HttpRequest.newBuilder(upstream).timeout(config.timeout());
+            Set<String> dropped = HeaderRules.droppedRequestHeaders(headers.get("Connection"), config.addHeaders());
+            for (Map.Entry<String, List<String>> header : headers.entrySet()) {
+                String name = header.getKey();
+                if (dropped.contains(name.toLowerCase(Locale.ROOT))) {
+                    continue;
+                }
+                for (String value : header.getValue()) {
+                    if (name.equalsIgnoreCase("Accept-Encoding")) {
+                        value = HeaderRules.narrowAcceptEncoding(value);
+                        if (value.isEmpty()) {
+                            continue;
+                        }
+                    }
+                    try {
+                        builder.header(name, value);
+                    } catch (IllegalArgumentException e) {
+                        // A header the JDK client refuses to send (restricted name or bad value):
+                        // the upstream cannot get it from this client, so it goes without.
+                    }
+                }
+            }
+            for (AddedHeader added : config.addHeaders()) {
+                builder.setHeader(added.name(), added.value());
+            }
+            long length = HeaderRules.requestBodyLength(headers);
+            if (length == 0) {
+                return switch (method) {
+                    case "GET" -> builder.GET().build();
+                    case "HEAD" -> builder.HEAD().build();
+                    default -> builder.method(method, HttpRequest.BodyPublishers.noBody()).build();
+                };
+            }
+            HttpRequest.BodyPublisher publisher = length > 0
+                    ? HttpRequest.BodyPublishers.fromPublisher(body, length)
+                    : HttpRequest.BodyPublishers.fromPublisher(body);
+            return builder.method(method, publisher).build();
+        }
+
+        /** Sends the upstream's status and headers at once, then copies the body chunk by chunk. */
+        private boolean relay(HttpExchange exchange, Record.Builder record, HttpResponse<InputStream> response,
+                              InputStream upstreamBody) throws IOException {
+            int status = response.statusCode();
+            var upstreamHeaders = response.headers().map();
+            var clientHeaders = exchange.getResponseHeaders();
+            Set<String> dropped = HeaderRules.droppedResponseHeaders(upstreamHeaders.get("connection"),
+                    upstreamHeaders.get("Connection"));
+            for (Map.Entry<String, List<String>> header : upstreamHeaders.entrySet()) {
+                String name = header.getKey();
+                if (!name.startsWith(":") && !dropped.contains(name.toLowerCase(Locale.ROOT))) {
+                    clientHeaders.put(name, header.getValue());
+                }
+            }
+            record.responseEncoding = response.headers().firstValue("Content-Encoding").orElse("");
+            boolean noBody = exchange.getRequestMethod().equals("HEAD") || status == 204 || status == 304
+                    || (status >= 100 && status < 200);
+            var upstreamLength = response.headers().firstValueAsLong("Content-Length");
+            long length; // as sendResponseHeaders wants it: -1 no body, 0 chunked, n fixed
+            if (noBody) {
+                length = -1;
+                // HEAD and 304 answers may describe the body they do not carry.
+                upstreamLength.ifPresent(n -> clientHeaders.set("Content-Length", Long.toString(n)));
+            } else if (upstreamLength.isPresent()) {
+                length = upstreamLength.getAsLong() == 0 ? -1 : upstreamLength.getAsLong();
+            } else {
+                length = 0;
+            }
+            record.status = status;
+            try {
+                exchange.sendResponseHeaders(status, length);
+            } catch (IOException e) {
+                record.fail(Record.Outcome.CLIENT_CLOSED, "client left before the response headers: " + e.getMessage());
+                return true;
+            }
+            OutputStream out = exchange.getResponseBody();
+            try {
+                out.flush(); // headers leave now, not with the first body chunk
+            } catch (IOException e) {
+                record.fail(Record.Outcome.CLIENT_CLOSED, "client left before the response body: " + e.getMessage());
+                return true;
+            }
+            if (noBody) {
+                return false;
+            }
+            return copy(upstreamBody, out, record);
+        }
+
+        /** The copy loop: every upstream read goes to the client and is flushed before the next read. */
+        private boolean copy(InputStream upstreamBody, OutputStream out, Record.Builder record) {
+            byte[] buffer = new byte[BUFFER];
+            try (IdleWatchdog.Watch watch = watchdog.watch(upstreamBody)) {
+                while (true) {
+                    int n;
+                    try {
+                        n = upstreamBody.read(buffer);
+                    } catch (IOException e) {
+                        if (watch.fired()) {
+                            record.fail(Record.Outcome.TIMEOUT, "upstream sent nothing for "
+                                    + Durations.format(config.timeout()) + " (--timeout)");
+                        } else {
+                            record.fail(Record.Outcome.UPSTREAM_ERROR, "upstream failed mid-body: "
+                                    + Durations.describe(e));
+                        }
+                        return true;
+                    }
+                    if (n < 0) {
+                        break;
+                    }
+                    watch.touch();
+                    record.responseBody.write(buffer, 0, n);
+                    try {
+                        out.write(buffer, 0, n);
+                        out.flush();
+                    } catch (IOException e) {
+                        record.fail(Record.Outcome.CLIENT_CLOSED, "client left mid-body: " + e.getMessage());
+                        return true;
+                    }
+                }
+            }
+            try {
+                out.close();
+            } catch (IOException e) {
+                record.fail(Record.Outcome.CLIENT_CLOSED, "client left at the end of the body: " + e.getMessage());
+                return true;
+            }
+            return false;
+        }
+
+        /** Answers with a small JSON error body (an exchange that never reached a working upstream). */
+        private boolean answerError(HttpExchange exchange, Record.Builder record, int status, String type,
+                                    Record.Outcome outcome, String message) {
+            record.fail(outcome, message);
+            byte[] body = ("{\"error\": {\"type\": " + Json.quote(type) + ", \"message\": " + Json.quote(message)
+                    + "}}\n").getBytes(StandardCharsets.UTF_8);
+            record.responseBody.write(body, 0, body.length);
+            try {
+                exchange.getResponseHeaders().set("Content-Type", "application/json");
+                exchange.sendResponseHeaders(status, body.length);
+                record.status = status;
+                try (OutputStream out = exchange.getResponseBody()) {
+                    out.write(body);
+                }
+                return false;
+            } catch (IOException e) {
+                return true;
+            }
+        }
+
+        /** The URL the client asked the proxy for, as it would type it. */
+        private static String clientUrl(HttpExchange exchange) {
+            URI uri = exchange.getRequestURI();
+            if (uri.isAbsolute()) {
+                return uri.toString();
+            }
+            String host = exchange.getRequestHeaders().getFirst("Host");
+            if (host == null || host.isBlank()) {
+                InetSocketAddress local = exchange.getLocalAddress();
+                host = Proxy.hostPort(local.getAddress(), local.getPort());
+            }
+            return "http://" + host + uri;
+        }
+    }
+
+    /** Which headers cross the proxy: hop-by-hop headers stop here, everything else passes. */
+    static final class HeaderRules {
+        private HeaderRules() {}
+
+        /** Headers that describe one connection, not the message (RFC 9110 section 7.6.1). */
+        static final Set<String> HOP_BY_HOP = Set.of("connection", "keep-alive", "proxy-connection", "te",
+                "trailer", "transfer-encoding", "upgrade", "http2-settings");
+
+        /** Lower-case names of client headers that are not forwarded as they are. */
+        static Set<String> droppedRequestHeaders(List<String> connection, List<AddedHeader> added) {
+            Set<String> names = new HashSet<>(HOP_BY_HOP);
+            // The upstream gets its own Host; the JDK client computes Content-Length and Expect.
+            names.addAll(List.of("host", "content-length", "expect"));
+            addListed(names, connection);
+            for (AddedHeader header : added) {
+                names.add(header.name().toLowerCase(Locale.ROOT));
+            }
+            return names;
+        }
+
+        /** Lower-case names of upstream headers that are not passed back to the client. */
+        @SafeVarargs
+        static Set<String> droppedResponseHeaders(List<String>... connection) {
+            Set<String> names = new HashSet<>(HOP_BY_HOP);
+            names.add("content-length"); // the server writes its own from the length we announce
+            for (List<String> values : connection) {
+                addListed(names, values);
+            }
+            return names;
+        }
+
+        private static void addListed(Set<String> names, List<String> connectionValues) {
+            if (connectionValues != null) {
+                for (String value : connectionValues) {
+                    for (String token : value.split(",")) {
+                        if (!token.isBlank()) {
+                            names.add(token.trim().toLowerCase(Locale.ROOT));
+                        }
+                    }
+                }
+            }
+        }
+
+        /**
+         * Keeps only the codings the log can decode (gzip, deflate, identity), so the upstream
+         * never answers with br or zstd. Returns "" when nothing is left.
+         */
+        static String narrowAcceptEncoding(String value) {
+            StringBuilder kept = new StringBuilder();
+            for (String item : value.split(",")) {
+                String coding = item.split(";", 2)[0].trim().toLowerCase(Locale.ROOT);
+                if (coding.equals("gzip") || coding.equals("x-gzip") || coding.equals("deflate")
+                        || coding.equals("identity")) {
+                    kept.append(kept.isEmpty() ? "" : ", ").append(item.trim());
+                }
+            }
+            return kept.toString();
+        }
+
+        /** The request body's length: n from Content-Length, -1 when chunked, 0 when there is none. */
+        static long requestBodyLength(Map<String, List<String>> headers) {
+            String te = first(headers, "Transfer-Encoding");
+            if (te != null && !te.isBlank()) {
+                return -1;
+            }
+            String length = first(headers, "Content-Length");
+            if (length == null) {
+                return 0;
+            }
+            try {
+                return Math.max(0, Long.parseLong(length.trim()));
+            } catch (NumberFormatException e) {
+                return 0; // the server already refuses requests with a malformed length
+            }
+        }
+
+        private static String first(Map<String, List<String>> headers, String name) {
+            List<String> values = headers.get(name);
+            return values == null || values.isEmpty() ? null : values.getFirst();
+        }
+    }
+
+    // --- request body ---
+
+    /**
+     * Streams the client's request body to the upstream from its own virtual thread, handing on
+     * each chunk as soon as it is read (the JDK's InputStream publisher ran one read behind on
+     * pooled connections), and mirrors every byte into the record's capture.
+     */
+    static final class RequestBody implements Flow.Publisher<ByteBuffer> {
+        private static final int CHUNK = 16 * 1024;
+
+        private final InputStream in;
+        private final Capture capture;
+        private final ReentrantLock readLock = new ReentrantLock();
+        private volatile Pump pump;
+        private volatile boolean ended;
+        private volatile IOException clientError;
+
+        RequestBody(InputStream in, Capture capture) {
+            this.in = in;
+            this.capture = capture;
+        }
+
+        @Override
+        public void subscribe(Flow.Subscriber<? super ByteBuffer> subscriber) {
+            Pump next = new Pump(subscriber);
+            synchronized (this) {
+                if (pump != null) {
+                    subscriber.onSubscribe(next);
+                    subscriber.onError(new IllegalStateException("the request body can be sent only once"));
+                    return;
+                }
+                pump = next;
+            }
+            subscriber.onSubscribe(next);
+            Thread.ofVirtual().name("llmproxy-upload").start(next);
+        }
+
+        /** Reads one chunk from the client; null at the end of the body. */
+        private ByteBuffer readChunk() throws IOException {
+            readLock.lock();
+            try {
+                if (ended) {
+                    return null;
+                }
+                byte[] chunk = new byte[CHUNK];
+                int n;
+                try {
+                    n = in.read(chunk);
+                } catch (IOException e) {
+                    clientError = e;
+                    ended = true;
+                    throw e;
+                }
+                if (n < 0) {
+                    ended = true;
+                    return null;
+                }
+                capture.write(chunk, 0, n);
+                return ByteBuffer.wrap(chunk, 0, n);
+            } finally {
+                readLock.unlock();
+            }
+        }
+
+        /**
+         * Reads what is left of the body into the capture, when the upstream failed before taking
+         * it: the record must still hold the prompt. Stops once the capture is full.
+         */
+        void drainForLog() {
+            Pump current = pump;
+            if (current != null) {
+                current.cancel();
+            }
+            try {
+                while (!capture.isFull() && readChunk() != null) {
+                    // each chunk is mirrored into the capture by readChunk
+                }
+            } catch (IOException e) {
+                // what arrived before the client's error is in the capture
+            }
+        }
+
+        boolean clientFailed() {
+            return clientError != null;
+        }
+
+        String clientError() {
+            return clientError == null ? "" : clientError.getMessage();
+        }
+
+        /** Releases the pump thread if the upstream client neither finished nor cancelled it. */
+        void close() {
+            Pump current = pump;
+            if (current != null) {
+                current.cancel();
+            }
+        }
+
+        /** Hands chunks to the HTTP client as it asks for them. */
+        private final class Pump implements Flow.Subscription, Runnable {
+            private final Flow.Subscriber<? super ByteBuffer> subscriber;
+            private final ReentrantLock lock = new ReentrantLock();
+            private final Condition demanded = lock.newCondition();
+            private long demand;
+            private boolean cancelled;
+
+            Pump(Flow.Subscriber<? super ByteBuffer> subscriber) {
+                this.subscriber = subscriber;
+            }
+
+            @Override
+            public void run() {
+                try {
+                    while (awaitDemand()) {
+                        ByteBuffer chunk = readChunk();
+                        if (chunk == null) {
+                            subscriber.onComplete();
+                            return;
+                        }
+                        subscriber.onNext(chunk);
+                    }
+                } catch (IOException e) {
+                    subscriber.onError(e);
+                }
+            }
+
+            private boolean awaitDemand() {
+                lock.lock();
+                try {
+                    while (demand == 0 && !cancelled) {
+                        demanded.awaitUninterruptibly();
+                    }
+                    if (cancelled) {
+                        return false;
+                    }
+                    demand--;
+                    return true;
+                } finally {
+                    lock.unlock();
+                }
+            }
+
+            @Override
+            public void request(long n) {
+                if (n <= 0) {
+                    cancel();
+                    subscriber.onError(new IllegalArgumentException("non-positive demand " + n));
+                    return;
+                }
+                lock.lock();
+                try {
+                    demand = demand + n < 0 ? Long.MAX_VALUE : demand + n;
+                    demanded.signal();
+                } finally {
+                    lock.unlock();
+                }
+            }
+
+            @Override
+            public void cancel() {
+                lock.lock();
+                try {
+                    cancelled = true;
+                    demanded.signal();
+                } finally {
+                    lock.unlock();
+                }
+            }
+        }
+    }
+
+    // --- idle watchdog ---
+
+    /**
+     * Ends upstream bodies that stay silent longer than the timeout. The JDK client's timeout
+     * covers only the wait for headers; a body that stalls later would block its reader forever.
+     * One thread checks every open body a few times per timeout, so a stream pays one volatile
+     * write per chunk and never a timer of its own.
+     */
+    static final class IdleWatchdog implements AutoCloseable {
+        private final long timeoutNanos;
+        private final Set<Watch> watched = ConcurrentHashMap.newKeySet();
+        private final ScheduledExecutorService timer;
+
+        IdleWatchdog(Duration timeout) {
+            timeoutNanos = timeout.toNanos();
+            timer = Executors.newSingleThreadScheduledExecutor(r -> {
+                Thread t = new Thread(r, "llmproxy-idle-watchdog");
+                t.setDaemon(true);
+                return t;
+            });
+            long tick = Math.clamp(timeout.toMillis() / 4, 10, 1000);
+            timer.scheduleWithFixedDelay(this::check, tick, tick, TimeUnit.MILLISECONDS);
+        }
+
+        Watch watch(InputStream body) {
+            Watch watch = new Watch(body);
+            watched.add(watch);
+            return watch;
+        }
+
+        private void check() {
+            long now = System.nanoTime();
+            for (Watch watch : watched) {
+                if (now - watch.lastActivity > timeoutNanos) {
+                    watch.fire();
+                }
+            }
+        }
+
+        @Override
+        public void close() {
+            timer.shutdownNow();
+        }
+
+        /** One watched body; closing the watch stops watching. */
+        final class Watch implements AutoCloseable {
+            private final InputStream body;
+            private volatile long lastActivity = System.nanoTime();
+            private volatile boolean fired;
+
+            private Watch(InputStream body) {
+                this.body = body;
+            }
+
+            void touch() {
+                lastActivity = System.nanoTime();
+            }
+
+            boolean fired() {
+                return fired;
+            }
+
+            private void fire() {
+                fired = true;
+                watched.remove(this);
+                try {
+                    body.close(); // the blocked read then fails, and the upstream request is cancelled
+                } catch (IOException e) {
+                    // closing a cancelled body has nothing left to report
+                }
+            }
+
+            @Override
+            public void close() {
+                watched.remove(this);
+            }
+        }
+    }
+
+    // --- records ---
+
+    /** The bounded copy of a body that the log keeps; the client always gets every byte. */
+    static final class Capture {
+        private final int limit;
+        private byte[] bytes = new byte[0];
+        private int size;
+        private long total;
+
+        Capture(long limit) {
+            this.limit = (int) Math.min(limit, Integer.MAX_VALUE - 64);
+        }
+
+        synchronized void write(byte[] source, int offset, int length) {
+            total += length;
+            int kept = Math.min(length, limit - size);
+            if (kept <= 0) {
+                return;
+            }
+            if (size + kept > bytes.length) {
+                bytes = Arrays.copyOf(bytes, (int) Math.min(limit, Math.max(size + kept, Math.max(256L, 2L * bytes.length))));
+            }
+            System.arraycopy(source, offset, bytes, size, kept);
+            size += kept;
+        }
+
+        synchronized boolean isFull() {
+            return size >= limit;
+        }
+
+        synchronized byte[] bytes() {
+            return Arrays.copyOf(bytes, size);
+        }
+
+        /** Bytes seen, including those beyond the limit. */
+        synchronized long total() {
+            return total;
+        }
+    }
+
+    /** What the log keeps of one finished exchange. */
+    record Record(String method, String url, String upstreamUrl, int status, Outcome outcome, String error,
+                  long durationMillis, long requestBytes, long responseBytes,
+                  byte[] requestBody, String requestEncoding, byte[] responseBody, String responseEncoding) {
+
+        /** How an exchange ended. */
+        enum Outcome {
+            COMPLETE, CLIENT_CLOSED, UPSTREAM_ERROR, TIMEOUT, REJECTED, SHUTDOWN;
+
+            String label() {
+                return name().toLowerCase(Locale.ROOT);
+            }
+        }
+
+        /** One line for stderr: method, path, status, duration, bytes, outcome. */
+        String summary(URI requested) {
+            return method + " " + requested.getRawPath() + (requested.getRawQuery() == null ? "" : "?…") + " "
+                    + (status == 0 ? "-" : String.valueOf(status)) + " " + durationMillis + "ms "
+                    + responseBytes + "B " + outcome.label() + (error == null ? "" : " (" + error + ")");
+        }
+
+        /** Collects an exchange's record while it runs; used by one handler thread. */
+        static final class Builder {
+            private final long startNanos = System.nanoTime();
+            private final String method;
+            private final String url;
+            final Capture requestBody;
+            final Capture responseBody;
+            String upstreamUrl = "";
+            String requestEncoding = "";
+            String responseEncoding = "";
+            int status;
+            private Outcome outcome = Outcome.COMPLETE;
+            private String error;
+
+            Builder(String method, String url, long maxBody) {
+                this.method = method;
+                this.url = url;
+                requestBody = new Capture(maxBody);
+                responseBody = new Capture(maxBody);
+            }
+
+            /** Marks the exchange as failed; the first failure is the one that counts. */
+            void fail(Outcome reason, String message) {
+                if (outcome == Outcome.COMPLETE) {
+                    outcome = reason;
+                    error = message;
+                }
+            }
+
+            Record finish(boolean shuttingDown) {
+                Outcome end = outcome;
+                if (shuttingDown && end != Outcome.COMPLETE && end != Outcome.REJECTED) {
+                    end = Outcome.SHUTDOWN;
+                }
+                return new Record(method, url, upstreamUrl, status, end, error,
+                        TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - startNanos),
+                        requestBody.total(), responseBody.total(), requestBody.bytes(), requestEncoding,
+                        responseBody.bytes(), responseEncoding);
+            }
+        }
+    }
+
+    // --- log writer ---
+
+    /**
+     * Appends records to the CSV file from one thread fed by a queue: no request waits on the
+     * disk, records never interleave, and each is flushed within a second.
+     */
+    static final class LogWriter implements AutoCloseable {
+        static final List<String> COLUMNS = List.of("method", "url", "request_body", "response_body");
+        private static final Record POISON = new Record("", "", "", 0, Record.Outcome.COMPLETE, null, 0, 0, 0,
+                new byte[0], "", new byte[0], "");
+
+        private final Path file;
+        private final long maxBody;
+        private final Writer out;
+        private final BlockingQueue<Record> queue = new LinkedBlockingQueue<>();
+        private final Thread thread;
+        private final PrintStream err;
+        private final AtomicLong written = new AtomicLong();
+        private final AtomicLong failed = new AtomicLong();
+        private volatile boolean closed;
+
+        private LogWriter(Path file, long maxBody, Writer out, PrintStream err) {
+            this.file = file;
+            this.maxBody = maxBody;
+            this.out = out;
+            this.err = err;
+            thread = new Thread(this::run, "llmproxy-log-writer");
+            thread.setDaemon(true);
+            thread.start();
+        }
+
+        /** Opens the log for appending, writing the header row to a new or empty file. */
+        static LogWriter open(Path file, long maxBody, PrintStream err) {
+            String header = String.join(",", COLUMNS);
+            try {
+                createPrivate(file);
+                String first = firstLine(file);
+                Writer out = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.APPEND);
+                if (first == null) {
+                    out.write(header + "\r\n");
+                    out.flush();
+                } else if (!first.equals(header)) {
+                    out.close();
+                    throw new StartupException("log file " + file + " starts with '" + abbreviate(first)
+                            + "', not llmproxy's header '" + header + "'; refusing to mix formats:"
+                            + " choose another --log-file or move the old file away");
+                }
+                return new LogWriter(file, maxBody, out, err);
+            } catch (AccessDeniedException e) {
+                throw new StartupException("cannot write log file " + file + ": permission denied");
+            } catch (NoSuchFileException e) {
+                throw new StartupException("cannot create log file " + file + ": its directory does not exist");
+            } catch (IOException e) {
+                throw new StartupException("cannot open log file " + file + ": " + e.getMessage());
+            }
+        }
+
+        /** Creates the file readable by its owner only, where the file system knows permissions. */
+        private static void createPrivate(Path file) throws IOException {
+            try {
+                Files.createFile(file, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------")));
+            } catch (FileAlreadyExistsException e) {
+                // appending to an existing log keeps its permissions
+            } catch (UnsupportedOperationException e) {
+                Files.createFile(file);
+            }
+        }
+
+        /** The file's first line, or null when the file is empty. */
+        private static String firstLine(Path file) throws IOException {
+            try (InputStream in = Files.newInputStream(file)) {
+                byte[] head = in.readNBytes(4096);
+                if (head.length == 0) {
+                    return null;
+                }
+                String text = new String(head, StandardCharsets.UTF_8);
+                int end = text.indexOf('\n');
+                String line = end < 0 ? text : text.substring(0, end);
+                return line.endsWith("\r") ? line.substring(0, line.length() - 1) : line;
+            }
+        }
+
+        private static String abbreviate(String text) {
+            return text.length() > 80 ? text.substring(0, 80) + "…" : text;
+        }
+
+        Path file() {
+            return file;
+        }
+
+        /** Records written to the file so far. */
+        long written() {
+            return written.get();
+        }
+
+        void submit(Record record) {
+            if (closed) {
+                err.println("llmproxy: log closed, record not written: " + record.method() + " " + record.url());
+                failed.incrementAndGet();
+                return;
+            }
+            queue.add(record);
+        }
+
+        private void run() {
+            long lastFlush = System.nanoTime();
+            while (true) {
+                Record record;
+                try {
+                    record = queue.take();
+                } catch (InterruptedException e) {
+                    continue; // only close() ends the writer, after the queue is drained
+                }
+                if (record == POISON) {
+                    flush();
+                    return;
+                }
+                write(record);
+                if (queue.isEmpty() || System.nanoTime() - lastFlush > TimeUnit.SECONDS.toNanos(1)) {
+                    flush();
+                    lastFlush = System.nanoTime();
+                }
+            }
+        }
+
+        private void write(Record record) {
+            String line = Csv.record(List.of(record.method(), record.url(),
+                    BodyText.of(record.requestBody(), record.requestBytes(), record.requestEncoding(), maxBody),
+                    BodyText.of(record.responseBody(), record.responseBytes(), record.responseEncoding(), maxBody)));
+            try {
+                out.write(line);
+                written.incrementAndGet();
+            } catch (IOException e) {
+                if (failed.getAndIncrement() == 0) {
+                    err.println("llmproxy: cannot write to log file " + file + ": " + e.getMessage());
+                }
+            }
+        }
+
+        private void flush() {
+            try {
+                out.flush();
+            } catch (IOException e) {
+                if (failed.getAndIncrement() == 0) {
+                    err.println("llmproxy: cannot write to log file " + file + ": " + e.getMessage());
+                }
+            }
+        }
+
+        /** Writes every queued record, then closes the file. */
+        @Override
+        public void close() {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            queue.add(POISON);
+            try {
+                thread.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            try {
+                out.close();
+            } catch (IOException e) {
+                err.println("llmproxy: cannot close log file " + file + ": " + e.getMessage());
+            }
+            long lost = failed.get();
+            if (lost > 0) {
+                err.println("llmproxy: " + lost + " records could not be written to " + file);
+            }
+        }
+    }
+
+    /** Turns a captured body into the text of a log field. */
+    static final class BodyText {
+        private BodyText() {}
+
+        /**
+         * Decodes gzip or deflate as the Content-Encoding says, then UTF-8. A body that is not
+         * text becomes "[binary N bytes]"; one the log could not decode says so in the same way.
+         */
+        static String of(byte[] captured, long total, String contentEncoding, long maxBody) {
+            if (total == 0) {
+                return "";
+            }
+            boolean cut = total > captured.length;
+            String coding = contentEncoding == null ? "" : contentEncoding.trim().toLowerCase(Locale.ROOT);
+            byte[] plain = captured;
+            if (!coding.isEmpty() && !coding.equals("identity")) {
+                try {
+                    plain = decode(captured, coding, maxBody);
+                } catch (IOException e) {
+                    return "[undecodable " + coding + " body, " + total + " bytes: " + e.getMessage() + "]";
+                }
+            }
+            String text = utf8(plain, cut);
+            if (text == null) {
+                return "[binary " + total + " bytes]";
+            }
+            return cut ? text + "…[truncated: " + total + " bytes total]" : text;
+        }
+
+        private static byte[] decode(byte[] body, String coding, long maxBody) throws IOException {
+            byte[] result = body;
+            String[] codings = coding.split(",");
+            for (int i = codings.length - 1; i >= 0; i--) { // codings are listed in the order applied
+                result = switch (codings[i].trim()) {
+                    case "gzip", "x-gzip" -> gunzip(result, maxBody);
+                    case "deflate" -> inflate(result, maxBody);
+                    case "identity", "" -> result;
+                    default -> throw new IOException("no decoder for " + codings[i].trim());
+                };
+            }
+            return result;
+        }
+
+        private static byte[] gunzip(byte[] body, long maxBody) throws IOException {
+            try (InputStream in = new GZIPInputStream(new ByteArrayInputStream(body))) {
+                return readAtMost(in, maxBody);
+            } catch (ZipException e) {
+                throw new IOException("corrupt gzip data (" + e.getMessage() + ")");
+            }
+        }
+
+        private static byte[] readAtMost(InputStream in, long maxBody) throws IOException {
+            ByteArrayOutputStream out = new ByteArrayOutputStream();
+            byte[] buffer = new byte[8192];
+            try {
+                int n;
+                while (out.size() < maxBody && (n = in.read(buffer)) > 0) {
+                    out.write(buffer, 0, (int) Math.min(n, maxBody - out.size()));
+                }
+            } catch (EOFException e) {
+                // a body cut short decodes as far as it goes
+            }
+            return out.toByteArray();
+        }
+
+        /** "deflate" is zlib-wrapped by the standard, but some servers send raw deflate. */
+        private static byte[] inflate(byte[] body, long maxBody) throws IOException {
+            try {
+                return inflate(body, false, maxBody);
+            } catch (DataFormatException e) {
+                try {
+                    return inflate(body, true, maxBody);
+                } catch (DataFormatException raw) {
+                    throw new IOException("corrupt deflate data (" + e.getMessage() + ")");
+                }
+            }
+        }
+
+        private static byte[] inflate(byte[] body, boolean raw, long maxBody) throws DataFormatException {
+            Inflater inflater = new Inflater(raw);
+            try {
+                inflater.setInput(body);
+                ByteArrayOutputStream out = new ByteArrayOutputStream();
+                byte[] buffer = new byte[8192];
+                while (!inflater.finished() && out.size() < maxBody) {
+                    int n = inflater.inflate(buffer);
+                    if (n == 0 && (inflater.needsInput() || inflater.needsDictionary())) {
+                        break; // input cut short: keep what decoded
+                    }
+                    out.write(buffer, 0, (int) Math.min(n, maxBody - out.size()));
+                }
+                return out.toByteArray();
+            } finally {
+                inflater.end();
+            }
+        }
+
+        /** Strict UTF-8, or null; a body cut mid-character loses only that last partial character. */
+        static String utf8(byte[] bytes, boolean mayEndMidCharacter) {
+            var decoder = StandardCharsets.UTF_8.newDecoder()
+                    .onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT);
+            int end = mayEndMidCharacter ? completeUtf8Length(bytes) : bytes.length;
+            try {
+                return decoder.decode(ByteBuffer.wrap(bytes, 0, end)).toString();
+            } catch (CharacterCodingException e) {
+                return null;
+            }
+        }
+
+        /** Length without a trailing incomplete UTF-8 sequence. */
+        private static int completeUtf8Length(byte[] bytes) {
+            for (int back = 1; back <= Math.min(3, bytes.length); back++) {
+                int b = bytes[bytes.length - back] & 0xff;
+                if ((b & 0xc0) != 0x80) { // a lead byte (or ASCII): does its sequence fit?
+                    int needed = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+                    return needed > back ? bytes.length - back : bytes.length;
+                }
+            }
+            return bytes.length;
+        }
+    }
+
+    // --- small utilities ---
+
+    /** RFC 4180 CSV: a field is quoted only when it holds a comma, quote, CR or LF. */
+    static final class Csv {
+        private Csv() {}
+
+        static String record(List<String> fields) {
+            StringBuilder out = new StringBuilder();
+            for (int i = 0; i < fields.size(); i++) {
+                if (i > 0) {
+                    out.append(',');
+                }
+                field(out, fields.get(i));
+            }
+            return out.append("\r\n").toString();
+        }
+
+        static void field(StringBuilder out, String value) {
+            int length = value.length();
+            int special = 0;
+            while (special < length && !needsQuotes(value.charAt(special))) {
+                special++;
+            }
+            if (special == length) {
+                out.append(value);
+                return;
+            }
+            out.append('"').append(value, 0, special);
+            int run = special;
+            for (int i = special; i < length; i++) {
+                if (value.charAt(i) == '"') {
+                    out.append(value, run, i + 1).append('"'); // a quote is written twice
+                    run = i + 1;
+                }
+            }
+            out.append(value, run, length).append('"');
+        }
+
+        private static boolean needsQuotes(char c) {
+            return c == ',' || c == '"' || c == '\r' || c == '\n';
+        }
+    }
+
+    /** JSON string literals for the proxy's own error bodies. */
+    static final class Json {
+        private Json() {}
+
+        static String quote(String value) {
+            StringBuilder out = new StringBuilder(value.length() + 2).append('"');
+            int run = 0;
+            for (int i = 0; i < value.length(); i++) {
+                char c = value.charAt(i);
+                String escape = switch (c) {
+                    case '"' -> "\\\"";
+                    case '\\' -> "\\\\";
+                    case '\n' -> "\\n";
+                    case '\r' -> "\\r";
+                    case '\t' -> "\\t";
+                    default -> c < 0x20 ? String.format("\\u%04x", (int) c) : null;
+                };
+                if (escape != null) {
+                    out.append(value, run, i).append(escape);
+                    run = i + 1;
+                }
+            }
+            return out.append(value, run, value.length()).append('"').toString();
+        }
+    }
+
+    /** Human-readable durations and failures for messages. */
+    static final class Durations {
+        private Durations() {}
+
+        static String format(Duration d) {
+            long millis = d.toMillis();
+            if (millis % 60_000 == 0) {
+                return millis / 60_000 + " min";
+            }
+            return millis % 1000 == 0 ? millis / 1000 + " s" : millis + " ms";
+        }
+
+        /** An exception's message, or its type when it has none (the JDK client often has none). */
+        static String describe(Throwable e) {
+            Throwable cause = e;
+            while (cause.getMessage() == null && cause.getCause() != null) {
+                cause = cause.getCause();
+            }
+            return cause.getMessage() == null ? cause.getClass().getSimpleName() : cause.getMessage();
+        }
+    }
+
+    // --- exceptions ---
+
+    /** A bad command line: the message names the problem; the process exits with 2. */
+    static final class UsageException extends RuntimeException {
+        @Serial
+        private static final long serialVersionUID = 1L;
+
+        UsageException(String message) {
+            super(message);
+        }
+    }
+
+    /** The proxy cannot start (port in use, log not writable); the process exits with 1. */
+    static final class StartupException extends RuntimeException {
+        @Serial
+        private static final long serialVersionUID = 1L;
+
+        StartupException(String message) {
+            super(message);
+        }
+    }
+
+    /** Thrown out of a handler so the server drops the connection instead of ending the body cleanly. */
+    static final class TruncatedResponse extends RuntimeException {
+        @Serial
+        private static final long serialVersionUID = 1L;
+
+        TruncatedResponse() {
+            super("response cut short", null, false, false);
+        }
+    }
+}

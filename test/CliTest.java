@@ -1,0 +1,194 @@
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.net.URI;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+/** The command line: options, defaults, usage errors, start-up failures, and path joining. */
+class CliTest {
+    @TempDir
+    Path dir;
+
+    private static LlmProxy.Config parse(Map<String, String> env, String... args) {
+        var command = LlmProxy.Cli.parse(args, env::get);
+        return assertInstanceOf(LlmProxy.Cli.Command.Run.class, command).config();
+    }
+
+    /** Runs the command line as main does; returns exit code, stdout and stderr. */
+    private record Run(int code, String out, String err) {}
+
+    private static Run run(String... args) {
+        var out = new ByteArrayOutputStream();
+        var err = new ByteArrayOutputStream();
+        int code = LlmProxy.start(args, new PrintStream(out, true, StandardCharsets.UTF_8),
+                new PrintStream(err, true, StandardCharsets.UTF_8));
+        return new Run(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+    }
+
+    @Test
+    void appliesDefaults() {
+        var config = parse(Map.of(), "--target-url", "https://api.openai.com/v1");
+        assertEquals(URI.create("https://api.openai.com/v1"), config.target());
+        assertEquals(8080, config.port());
+        assertEquals(InetAddress.getLoopbackAddress(), config.host());
+        assertEquals(Path.of("log.csv"), config.logFile());
+        assertEquals(Duration.ofMinutes(3), config.timeout());
+        assertEquals(16L << 20, config.logMaxBody());
+        assertEquals(List.of(), config.addHeaders());
+    }
+
+    @Test
+    void readsShortLongAndEqualsForms() {
+        var config = parse(Map.of(), "-t", "http://localhost:11434", "-p", "9000", "--host=127.0.0.2",
+                "-l", "a.csv", "--timeout=0.5", "--log-max-body", "64k", "-a", "X-A: 1", "--add-header=X-B: 2");
+        assertEquals(9000, config.port());
+        assertEquals("127.0.0.2", config.host().getHostAddress());
+        assertEquals(Path.of("a.csv"), config.logFile());
+        assertEquals(Duration.ofSeconds(30), config.timeout());
+        assertEquals(64 * 1024, config.logMaxBody());
+        assertEquals(List.of(new LlmProxy.AddedHeader("X-A", "1"), new LlmProxy.AddedHeader("X-B", "2")),
+                config.addHeaders());
+    }
+
+    @Test
+    void keepsEverythingAfterTheFirstColonOfAnAddedHeader() {
+        var config = parse(Map.of(), "-t", "https://h", "-a", "Authorization:   Bearer a:b:c  ");
+        assertEquals(new LlmProxy.AddedHeader("Authorization", "Bearer a:b:c"), config.addHeaders().getFirst());
+    }
+
+    @Test
+    void expandsEnvironmentVariablesInAddedHeaders() {
+        var config = parse(Map.of("OPENAI_API_KEY", "sk-123", "ORG", "acme"), "-t", "https://h",
+                "-a", "Authorization: Bearer ${OPENAI_API_KEY}", "-a", "X-Org: ${ORG}/${ORG}");
+        assertEquals("Bearer sk-123", config.addHeaders().get(0).value());
+        assertEquals("acme/acme", config.addHeaders().get(1).value());
+    }
+
+    @Test
+    void neverPrintsAnAddedHeaderValue() {
+        assertFalse(new LlmProxy.AddedHeader("Authorization", "Bearer sk-123").toString().contains("sk-123"));
+    }
+
+    @Test
+    void showsHelpAndVersion() {
+        Run help = run("--help");
+        assertEquals(0, help.code());
+        assertTrue(help.out().startsWith("Usage: llmproxy --target-url URL [options]"), help.out());
+        assertEquals(help.out(), run("-h").out());
+        Run version = run("-V");
+        assertEquals(0, version.code());
+        assertEquals("llmproxy " + LlmProxy.VERSION + System.lineSeparator(), version.out());
+        assertEquals(version.out(), run("--version").out());
+    }
+
+    @ParameterizedTest(name = "{0} -> {1}")
+    @CsvSource(delimiter = '|', value = {
+        "''                                                   | missing required option --target-url",
+        "-t https://h --bogus                                 | unknown option --bogus",
+        "-t https://h stray                                   | unexpected argument 'stray'",
+        "-t https://h --port                                  | option --port needs a value",
+        "-t https://h -p 80x                                  | --port must be a number from 0 to 65535, got '80x'",
+        "-t https://h -p 70000                                | --port must be a number from 0 to 65535, got '70000'",
+        "-t https://h -p 1 -p 2                               | option --port given twice",
+        "-t ftp://h                                           | --target-url must be an absolute http:// or https:// URL",
+        "-t /just/a/path                                      | --target-url must be an absolute http:// or https:// URL",
+        "-t https://h -a NoColon                              | --add-header needs 'Name: Value', got 'NoColon' (no colon)",
+        "-t https://h -a 'Bad Name: v'                        | --add-header has an invalid header name 'Bad Name'",
+        "-t https://h -a 'Authorization: Bearer ${UNSET_VAR}' | environment variable 'UNSET_VAR' is not set",
+        "-t https://h -a 'X: ${OPEN'                          | --add-header value has '${' without a closing '}'",
+        "-t https://h -T 0                                    | --timeout must be a positive number of minutes",
+        "-t https://h -T abc                                  | --timeout must be a positive number of minutes",
+        "-t https://h -T 1e3                                  | --timeout must be a positive number of minutes",
+        "-t https://h --log-max-body 5q                       | --log-max-body must be a size in bytes",
+        "-t https://h --host no.such.host.invalid             | --host 'no.such.host.invalid' is not an address",
+    })
+    void rejectsBadUsageWithExit2NamingTheProblem(String args, String message) {
+        Run run = run(args.isEmpty() ? new String[0] : split(args));
+        assertEquals(2, run.code(), run.err());
+        assertTrue(run.err().startsWith("llmproxy: " + message) || run.err().contains(message), run.err());
+        assertTrue(run.err().contains("Run 'llmproxy --help' for usage."), run.err());
+        assertEquals("", run.out());
+    }
+
+    /** Splits on spaces, keeping single-quoted words whole. */
+    private static String[] split(String args) {
+        var words = new java.util.ArrayList<String>();
+        var m = java.util.regex.Pattern.compile("'([^']*)'|(\\S+)").matcher(args);
+        while (m.find()) {
+            words.add(m.group(1) != null ? m.group(1) : m.group(2));
+        }
+        return words.toArray(String[]::new);
+    }
+
+    @Test
+    void exitsWith1WhenThePortIsInUse() throws Exception {
+        try (ServerSocket taken = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            Run run = run("-t", "http://127.0.0.1:9", "-p", String.valueOf(taken.getLocalPort()),
+                    "-l", dir.resolve("log.csv").toString());
+            assertEquals(1, run.code());
+            assertTrue(run.err().contains("cannot listen on 127.0.0.1:" + taken.getLocalPort()), run.err());
+        }
+    }
+
+    @Test
+    void exitsWith1WhenTheLogCannotBeWritten() {
+        Run run = run("-t", "http://127.0.0.1:9", "-p", "0", "-l", dir.resolve("missing/dir/log.csv").toString());
+        assertEquals(1, run.code());
+        assertTrue(run.err().contains("cannot create log file") && run.err().contains("directory does not exist"),
+                run.err());
+    }
+
+    @Test
+    void exitsWith1WhenTheLogHasAnotherHeader() throws Exception {
+        Path log = dir.resolve("other.csv");
+        Files.writeString(log, "a,b,c\r\n1,2,3\r\n");
+        Run run = run("-t", "http://127.0.0.1:9", "-p", "0", "-l", log.toString());
+        assertEquals(1, run.code());
+        assertTrue(run.err().contains("starts with 'a,b,c', not llmproxy's header 'method,url,request_body,response_body'"),
+                run.err());
+        assertEquals("a,b,c\r\n1,2,3\r\n", Files.readString(log), "the old file is left as it was");
+    }
+
+    @ParameterizedTest(name = "{0} + {1} -> {2}")
+    @CsvSource({
+        "https://h/v1,              /chat/completions?x=1, https://h/v1/chat/completions?x=1",
+        "https://h/v1/,             /chat/completions,     https://h/v1/chat/completions",
+        "https://h,                 /v1/models,            https://h/v1/models",
+        "https://h/,                /,                     https://h/",
+        "https://h/v1,              /,                     https://h/v1/",
+        "http://h:8000/api/,        /models//x,            http://h:8000/api/models//x",
+        "https://h/v1,              /a%2Fb%20c?q=%26x,     https://h/v1/a%2Fb%20c?q=%26x",
+        "https://h/v1?api-version=2,/chat?x=1,             https://h/v1/chat?api-version=2&x=1",
+        "https://h/v1,              /a/../b,               https://h/v1/a/../b",
+    })
+    void joinsTargetAndRequestPaths(String target, String request, String expected) {
+        URI uri = URI.create("http://proxy" + request);
+        var config = parse(Map.of(), "-t", target);
+        assertEquals(expected, config.upstreamUri(uri.getRawPath(), uri.getRawQuery()).toString());
+    }
+
+    @ParameterizedTest
+    @CsvSource({"/../x", "/a/../../x", "/%2e%2e/x", "/a/%2E%2e/%2e./x"})
+    void refusesPathsThatClimbAboveTheTarget(String path) {
+        var config = parse(Map.of(), "-t", "https://h/v1");
+        var e = assertThrows(IllegalArgumentException.class, () -> config.upstreamUri(path, null));
+        assertTrue(e.getMessage().contains("'..'"));
+    }
+}

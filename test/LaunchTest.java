@@ -1,0 +1,157 @@
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.OutputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The program as users start it: the jar and the source file, in their own JVMs. */
+class LaunchTest {
+    private static final String JAVA = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+
+    @TempDir
+    Path dir;
+
+    private static String output(String... command) throws Exception {
+        Process process = new ProcessBuilder(command).redirectErrorStream(true).start();
+        String out = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(process.waitFor(60, TimeUnit.SECONDS), "process did not end");
+        assertEquals(0, process.exitValue(), out);
+        return out;
+    }
+
+    /** The text between the README's help markers, without the code fence. */
+    private static String readmeHelp() throws IOException {
+        String readme = Files.readString(Path.of("README.md"));
+        Matcher m = Pattern.compile("<!-- help -->\\n```text\\n(.*?)```\\n<!-- /help -->", Pattern.DOTALL).matcher(readme);
+        assertTrue(m.find(), "README.md has no <!-- help --> block");
+        return m.group(1);
+    }
+
+    @Test
+    void helpIsTheSameFromJarSourceAndReadme() throws Exception {
+        String fromJar = output(JAVA, "-jar", "build/llmproxy.jar", "--help");
+        String fromSource = output(JAVA, "src/LlmProxy.java", "--help");
+        assertEquals(fromJar, fromSource);
+        assertEquals(readmeHelp(), fromJar);
+    }
+
+    @Test
+    void printsTheVersion() throws Exception {
+        assertEquals("llmproxy " + LlmProxy.VERSION + "\n", output(JAVA, "-jar", "build/llmproxy.jar", "--version"));
+    }
+
+    @Test
+    void exitsWith2OnAUsageErrorWithoutStarting() throws Exception {
+        Process process = new ProcessBuilder(JAVA, "-jar", "build/llmproxy.jar", "--port", "x").start();
+        String err = new String(process.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(process.waitFor(30, TimeUnit.SECONDS));
+        assertEquals(2, process.exitValue());
+        assertTrue(err.contains("--port must be a number"), err);
+    }
+
+    /** A proxy in its own JVM, with its stderr read line by line. */
+    private static final class Launched implements AutoCloseable {
+        final Process process;
+        final BlockingQueue<String> stderr = new LinkedBlockingQueue<>();
+        final int port;
+
+        Launched(String target, Path log) throws Exception {
+            process = new ProcessBuilder(JAVA, "-Dllmproxy.shutdownGrace=10", "-jar", "build/llmproxy.jar",
+                    "--target-url", target, "--port", "0", "--log-file", log.toString()).start();
+            Thread.ofVirtual().start(() -> {
+                try (var reader = new BufferedReader(new InputStreamReader(process.getErrorStream(), StandardCharsets.UTF_8))) {
+                    for (String line; (line = reader.readLine()) != null; ) {
+                        stderr.add(line);
+                    }
+                } catch (IOException e) {
+                    stderr.add("(stderr closed: " + e + ")");
+                }
+            });
+            Matcher m = Pattern.compile("listening on http://127\\.0\\.0\\.1:(\\d+) ").matcher(awaitLine("listening on"));
+            assertTrue(m.find());
+            port = Integer.parseInt(m.group(1));
+        }
+
+        String awaitLine(String part) throws InterruptedException {
+            List<String> seen = new ArrayList<>();
+            while (true) {
+                String line = stderr.poll(30, TimeUnit.SECONDS);
+                if (line == null) {
+                    throw new AssertionError("no stderr line with '" + part + "'; saw " + seen);
+                }
+                seen.add(line);
+                if (line.contains(part)) {
+                    return line;
+                }
+            }
+        }
+
+        int terminate() throws InterruptedException {
+            process.toHandle().destroy(); // SIGTERM; Process.destroy() would also close our end of its stderr
+            assertTrue(process.waitFor(30, TimeUnit.SECONDS), "the proxy did not stop after SIGTERM");
+            return process.exitValue();
+        }
+
+        @Override
+        public void close() {
+            process.destroyForcibly();
+        }
+    }
+
+    @Test
+    void stopsOnSigtermWithExit0AndAFlushedLog() throws Exception {
+        Path log = dir.resolve("log.csv");
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 2);
+            exchange.getResponseBody().write("hi".getBytes(StandardCharsets.UTF_8));
+        }); var proxy = new Launched(upstream.url(), log);
+             var client = new TestSupport.RawClient(proxy.port)) {
+            client.send("POST /v1/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello").readHead();
+            assertEquals("hi", new String(client.body(), StandardCharsets.UTF_8));
+            assertEquals(0, proxy.terminate());
+            assertEquals(List.of("POST", "http://h/v1/x", "hello", "hi"),
+                    TestSupport.Csv.parse(Files.readString(log)).get(1));
+        }
+    }
+
+    @Test
+    void letsAStreamInFlightFinishOnSigterm() throws Exception {
+        Path log = dir.resolve("log.csv");
+        CountDownLatch stopping = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 0);
+            OutputStream out = exchange.getResponseBody();
+            TestSupport.sendChunk(out, "data: one\n\n");
+            TestSupport.await(stopping, "the proxy to start stopping");
+            TestSupport.sendChunk(out, "data: two\n\n");
+            out.close();
+        }); var proxy = new Launched(upstream.url(), log);
+             var client = new TestSupport.RawClient(proxy.port)) {
+            client.send("GET /stream HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
+            client.readUntil("data: one\n\n");
+            proxy.process.toHandle().destroy(); // SIGTERM while the stream is open
+            proxy.awaitLine("stopping; waiting up to 10 s for 1 exchanges in flight");
+            stopping.countDown();
+            assertEquals("data: two\n\n", client.readUntil("data: two\n\n"));
+            assertEquals(null, client.nextChunk(), "the stream ends cleanly");
+            assertEquals(0, proxy.terminate());
+            assertEquals("data: one\n\ndata: two\n\n", TestSupport.Csv.parse(Files.readString(log)).get(1).get(3));
+        }
+    }
+}

@@ -1,0 +1,573 @@
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.ServerSocket;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.zip.DeflaterOutputStream;
+import java.util.zip.GZIPOutputStream;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Forwarding, streaming, faults and records, end to end through a real proxy and a fake upstream. */
+class ProxyTest {
+    @TempDir
+    Path dir;
+
+    private TestSupport.RunningProxy proxy(TestSupport.Upstream upstream, String... args) {
+        return proxy(Map.of(), upstream.url(), args);
+    }
+
+    private TestSupport.RunningProxy proxy(Map<String, String> env, String target, String... args) {
+        List<String> all = new ArrayList<>(List.of("--target-url", target));
+        all.addAll(List.of(args));
+        return new TestSupport.RunningProxy(dir.resolve("log.csv"), env, all.toArray(String[]::new));
+    }
+
+    private static HttpClient client() {
+        return HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+    }
+
+    @Test
+    void streamsSseEventsInLockstep() throws Exception {
+        int events = 10;
+        CountDownLatch[] clientRead = new CountDownLatch[events];
+        for (int k = 0; k < events; k++) {
+            clientRead[k] = new CountDownLatch(1);
+        }
+        StringBuilder sent = new StringBuilder();
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.getResponseHeaders().set("Content-Type", "text/event-stream");
+            exchange.sendResponseHeaders(200, 0);
+            OutputStream out = exchange.getResponseBody();
+            for (int k = 0; k < events; k++) {
+                String event = "data: {\"delta\": \"token " + k + "\"}\n\n";
+                sent.append(event);
+                TestSupport.sendChunk(out, event);
+                // The next event leaves only once the client has the previous one: a proxy that
+                // buffers anything stalls this test instead of passing it.
+                TestSupport.await(clientRead[k], "the client to read event " + k);
+            }
+            out.close();
+        }); var proxy = proxy(upstream);
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").readHead();
+            assertEquals(200, client.status);
+            assertEquals("text/event-stream", client.headers.get("content-type"));
+            for (int k = 0; k < events; k++) {
+                String got = client.readUntil("token " + k + "\"}\n\n");
+                assertEquals("data: {\"delta\": \"token " + k + "\"}\n\n", got, "event " + k + " alone");
+                clientRead[k].countDown();
+            }
+            assertNull(client.nextChunk(), "a clean end after the last event");
+            List<List<String>> records = proxy.records();
+            assertEquals(1, records.size());
+            assertEquals(List.of("POST", "http://x/v1/chat/completions", "{}", sent.toString()), records.getFirst());
+        }
+    }
+
+    @Test
+    void sendsResponseHeadersBeforeTheFirstBodyByte() throws Exception {
+        CountDownLatch clientHasHeaders = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 0);
+            exchange.getResponseBody().flush();
+            TestSupport.await(clientHasHeaders, "the client to see the headers");
+            TestSupport.sendChunk(exchange.getResponseBody(), "data: first\n\n");
+            exchange.getResponseBody().close();
+        }); var proxy = proxy(upstream);
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            assertEquals(200, client.status);
+            clientHasHeaders.countDown();
+            assertEquals("data: first\n\n", new String(client.body(), StandardCharsets.UTF_8));
+        }
+    }
+
+    @Test
+    void appendsRequestPathAndQueryToTargetPathKeepingEncoding() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
+             var proxy = proxy(Map.of(), upstream.url() + "/v1/?api-version=7")) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(
+                    proxy.url("/models/a%2Fb%20c?q=%26x&y=1"))).build(), HttpResponse.BodyHandlers.ofString());
+            assertEquals(204, response.statusCode());
+            assertEquals("/v1/models/a%2Fb%20c?api-version=7&q=%26x&y=1", upstream.next().rawPathAndQuery());
+        }
+    }
+
+    @Test
+    void refusesPathClimbingAboveTargetPath() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(200, -1));
+             var proxy = proxy(Map.of(), upstream.url() + "/v1");
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("GET /models/../../admin HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            assertEquals(400, client.status);
+            assertTrue(new String(client.body(), StandardCharsets.UTF_8).contains("'..'"));
+            assertTrue(upstream.received.isEmpty());
+            List<List<String>> records = proxy.records();
+            assertEquals(1, records.size());
+            assertEquals("http://x/models/../../admin", records.getFirst().get(1));
+        }
+    }
+
+    @Test
+    void sendsAbsoluteFormRequestsToTheTargetOnly() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
+             var proxy = proxy(upstream);
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("GET http://elsewhere.invalid/secret?x=1 HTTP/1.1\r\nHost: elsewhere.invalid\r\n\r\n")
+                    .readHead();
+            assertEquals(204, client.status);
+            var received = upstream.next();
+            assertEquals("/secret?x=1", received.rawPathAndQuery());
+            assertEquals(upstream.url().substring("http://".length()), received.header("Host"));
+        }
+    }
+
+    @Test
+    void dropsHopByHopRequestHeadersAndAppliesAddedHeaders() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
+             var proxy = proxy(Map.of("KEY", "sk-test:with:colons"), upstream.url(),
+                     "-a", "Authorization: Bearer ${KEY}", "--add-header=X-Extra: a:b ");
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("""
+                    POST /v1/messages HTTP/1.1\r
+                    Host: client.invalid\r
+                    Connection: keep-alive, X-Hop\r
+                    X-Hop: must-not-pass\r
+                    Keep-Alive: timeout=5\r
+                    TE: trailers\r
+                    Proxy-Connection: keep-alive\r
+                    HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r
+                    Trailer: X-Checksum\r
+                    Authorization: Bearer client-key\r
+                    x-extra: from-client\r
+                    X-Custom: kept\r
+                    Accept-Encoding: br, gzip;q=0.8, zstd, deflate\r
+                    Content-Length: 5\r
+                    \r
+                    hello""").readHead();
+            assertEquals(204, client.status);
+            var received = upstream.next();
+            for (String hop : List.of("X-Hop", "Keep-Alive", "TE", "Proxy-Connection", "HTTP2-Settings", "Trailer",
+                    "Transfer-Encoding", "Upgrade")) {
+                assertNull(received.header(hop), hop + " must not reach the upstream");
+            }
+            assertEquals("Bearer sk-test:with:colons", received.header("Authorization"));
+            assertEquals("a:b", received.header("X-Extra"));
+            assertEquals("kept", received.header("X-Custom"));
+            assertEquals("gzip;q=0.8, deflate", received.header("Accept-Encoding"));
+            assertEquals(upstream.url().substring("http://".length()), received.header("Host"));
+            assertEquals("5", received.header("Content-Length"));
+            assertEquals("hello", received.bodyText());
+            proxy.records(); // stops the proxy, so the whole log is on disk
+            String log = java.nio.file.Files.readString(proxy.log);
+            assertFalse(log.contains("sk-test"), "the injected key must never reach the log");
+        }
+    }
+
+    @Test
+    void dropsHopByHopResponseHeadersAndKeepsTheRest() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            var headers = exchange.getResponseHeaders();
+            headers.set("Connection", "X-Up-Hop");
+            headers.set("X-Up-Hop", "must-not-pass");
+            headers.set("Keep-Alive", "timeout=5");
+            headers.set("X-Kept", "yes");
+            headers.add("Set-Cookie", "a=1");
+            headers.add("Set-Cookie", "b=2");
+            exchange.sendResponseHeaders(200, 2);
+            exchange.getResponseBody().write("ok".getBytes(StandardCharsets.UTF_8));
+        }); var proxy = proxy(upstream)) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/x"))).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals("ok", response.body());
+            assertEquals("yes", response.headers().firstValue("X-Kept").orElseThrow());
+            assertEquals(List.of("a=1", "b=2"), response.headers().allValues("Set-Cookie"));
+            assertTrue(response.headers().firstValue("X-Up-Hop").isEmpty());
+            assertTrue(response.headers().firstValue("Keep-Alive").isEmpty());
+            assertEquals("2", response.headers().firstValue("Content-Length").orElseThrow(),
+                    "a known length stays a fixed length");
+        }
+    }
+
+    @Test
+    void forwardsEveryMethod() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            byte[] body = exchange.getRequestMethod().getBytes(StandardCharsets.UTF_8);
+            exchange.sendResponseHeaders(200, body.length);
+            exchange.getResponseBody().write(body);
+        }); var proxy = proxy(upstream)) {
+            for (String method : List.of("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND", "PURGE")) {
+                var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/r")))
+                        .method(method, HttpRequest.BodyPublishers.ofString("b")).build(),
+                        HttpResponse.BodyHandlers.ofString());
+                assertEquals(method, response.body());
+                var received = upstream.next();
+                assertEquals(method, received.method());
+                assertEquals("b", received.bodyText());
+            }
+        }
+    }
+
+    @Test
+    void answersHeadAnd204And304WithoutBody() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            switch (exchange.getRequestURI().getPath()) {
+                case "/head" -> {
+                    exchange.getResponseHeaders().set("Content-Length", "1234");
+                    exchange.sendResponseHeaders(200, -1);
+                }
+                case "/204" -> exchange.sendResponseHeaders(204, -1);
+                default -> exchange.sendResponseHeaders(304, -1);
+            }
+        }); var proxy = proxy(upstream)) {
+            for (String request : List.of("HEAD /head", "GET /204", "GET /304")) {
+                try (var client = new TestSupport.RawClient(proxy.port())) {
+                    client.send(request + " HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+                    assertEquals(request.equals("HEAD /head") ? 200 : Integer.parseInt(request.substring(5)),
+                            client.status);
+                    assertNull(client.headers.get("transfer-encoding"), request);
+                    if (request.startsWith("HEAD")) {
+                        assertEquals("1234", client.headers.get("content-length"), "HEAD keeps the length it describes");
+                    }
+                    // the connection stays usable: no body bytes are left to confuse the next response
+                    client.send("GET /204 HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+                    assertEquals(204, client.status);
+                }
+            }
+        }
+    }
+
+    @Test
+    void passesRedirectsBackWithoutFollowing() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.getResponseHeaders().set("Location", "/elsewhere");
+            exchange.sendResponseHeaders(302, -1);
+        }); var proxy = proxy(upstream)) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/old"))).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(302, response.statusCode());
+            assertEquals("/elsewhere", response.headers().firstValue("Location").orElseThrow());
+            upstream.next();
+            assertTrue(upstream.received.isEmpty(), "the proxy followed the redirect");
+        }
+    }
+
+    @Test
+    void passesGzipBytesUnchangedAndLogsThemDecoded() throws Exception {
+        String json = "{\"answer\": \"zipped, \\\"quoted\\\" and ünïcode\"}";
+        ByteArrayOutputStream zipped = new ByteArrayOutputStream();
+        try (var gzip = new GZIPOutputStream(zipped)) {
+            gzip.write(json.getBytes(StandardCharsets.UTF_8));
+        }
+        assertEncodedBodyPassesAndIsLoggedDecoded("gzip", zipped.toByteArray(), json);
+    }
+
+    @Test
+    void passesDeflateBytesUnchangedAndLogsThemDecoded() throws Exception {
+        String json = "{\"answer\": \"deflated\"}";
+        ByteArrayOutputStream deflated = new ByteArrayOutputStream();
+        try (var deflate = new DeflaterOutputStream(deflated)) {
+            deflate.write(json.getBytes(StandardCharsets.UTF_8));
+        }
+        assertEncodedBodyPassesAndIsLoggedDecoded("deflate", deflated.toByteArray(), json);
+    }
+
+    @Test
+    void logsAPlaceholderForABrokenGzipBodyAndStillPassesItsBytes() throws Exception {
+        // a gzip header, then a deflate block of the reserved type 3: corrupt from its first bit
+        byte[] broken = {0x1f, (byte) 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0x07, 0, 0, 0, 0, 0};
+        assertEncodedBodyPassesAndIsLoggedDecoded("gzip", broken, "[undecodable gzip body, 16 bytes: ");
+    }
+
+    private void assertEncodedBodyPassesAndIsLoggedDecoded(String coding, byte[] encoded, String logged)
+            throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.getResponseHeaders().set("Content-Encoding", coding);
+            exchange.sendResponseHeaders(200, encoded.length);
+            exchange.getResponseBody().write(encoded);
+        }); var proxy = proxy(upstream)) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/z")))
+                    .header("Accept-Encoding", coding).build(), HttpResponse.BodyHandlers.ofByteArray());
+            assertArrayEquals(encoded, response.body(), "the client gets the upstream's bytes");
+            assertEquals(coding, response.headers().firstValue("Content-Encoding").orElseThrow());
+            String responseBody = proxy.records().getFirst().get(3);
+            assertTrue(responseBody.startsWith(logged), responseBody);
+        }
+    }
+
+    @Test
+    void streamsA20MegabyteRequestBodyIntact() throws Exception {
+        byte[] body = new byte[20 << 20];
+        new Random(42).nextBytes(body);
+        try (var upstream = TestSupport.Upstream.streaming(exchange -> {
+            MessageDigest sha = MessageDigest.getInstance("SHA-256");
+            long size = 0;
+            byte[] buffer = new byte[65536];
+            try (InputStream in = exchange.getRequestBody()) {
+                for (int n; (n = in.read(buffer)) > 0; size += n) {
+                    sha.update(buffer, 0, n);
+                }
+            }
+            byte[] answer = (size + " " + HexFormat.of().formatHex(sha.digest())).getBytes(StandardCharsets.UTF_8);
+            exchange.sendResponseHeaders(200, answer.length);
+            exchange.getResponseBody().write(answer);
+        }); var proxy = proxy(upstream, "--log-max-body", "1m")) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/upload")))
+                    .POST(HttpRequest.BodyPublishers.ofByteArray(body)).build(), HttpResponse.BodyHandlers.ofString());
+            String expected = body.length + " " + HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(body));
+            assertEquals(expected, response.body());
+            assertEquals("[binary " + body.length + " bytes]", proxy.records().getFirst().get(2));
+        }
+    }
+
+    @Test
+    void streamsRequestBodyChunksAsTheyArrive() throws Exception {
+        int parts = 5;
+        CountDownLatch[] upstreamGot = new CountDownLatch[parts];
+        for (int k = 0; k < parts; k++) {
+            upstreamGot[k] = new CountDownLatch(1);
+        }
+        try (var upstream = TestSupport.Upstream.streaming(exchange -> {
+            InputStream in = exchange.getRequestBody();
+            StringBuilder got = new StringBuilder();
+            byte[] buffer = new byte[1024];
+            for (int k = 0; k < parts; k++) {
+                while (!got.toString().contains("part-" + k + ";")) {
+                    int n = in.read(buffer);
+                    if (n < 0) {
+                        throw new EOFException("request body ended before part " + k);
+                    }
+                    got.append(new String(buffer, 0, n, StandardCharsets.UTF_8));
+                }
+                upstreamGot[k].countDown();
+            }
+            in.readAllBytes();
+            exchange.sendResponseHeaders(200, -1);
+        }); var proxy = proxy(upstream);
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+            for (int k = 0; k < parts; k++) {
+                client.send("7\r\npart-" + k + ";\r\n");
+                TestSupport.await(upstreamGot[k], "the upstream to receive part " + k);
+            }
+            client.send("0\r\n\r\n").readHead();
+            assertEquals(200, client.status);
+            assertEquals("part-0;part-1;part-2;part-3;part-4;", proxy.records().getFirst().get(2));
+        }
+    }
+
+    @Test
+    void closesUpstreamWhenClientLeavesMidStream() throws Exception {
+        CountDownLatch upstreamSawClose = new CountDownLatch(1);
+        AtomicLong closedAt = new AtomicLong();
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 0);
+            OutputStream out = exchange.getResponseBody();
+            try {
+                for (int k = 0; k < 500; k++) { // bounded: 10 s at most
+                    TestSupport.sendChunk(out, "data: " + k + "\n\n");
+                    Thread.sleep(20); // the pace of a model generating tokens, not synchronisation
+                }
+            } catch (IOException e) {
+                closedAt.set(System.nanoTime());
+                upstreamSawClose.countDown();
+            }
+        }); var proxy = proxy(upstream)) {
+            long left;
+            try (var client = new TestSupport.RawClient(proxy.port())) {
+                client.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+                client.readUntil("data: 2\n\n");
+                left = System.nanoTime();
+            }
+            TestSupport.await(upstreamSawClose, "the upstream to see its connection closed");
+            long millis = TimeUnit.NANOSECONDS.toMillis(closedAt.get() - left);
+            assertTrue(millis < 2000, "upstream connection closed " + millis + " ms after the client left");
+            String logged = proxy.records().getFirst().get(3);
+            assertTrue(logged.startsWith("data: 0\n\ndata: 1\n\ndata: 2\n\n"), logged);
+            assertTrue(proxy.stderr().contains("client_closed"), proxy.stderr());
+        }
+    }
+
+    @Test
+    void answers502WithOneRecordWhenUpstreamIsDown() throws Exception {
+        int closedPort;
+        try (ServerSocket socket = new ServerSocket(0, 1, TestSupport.LOOPBACK)) {
+            closedPort = socket.getLocalPort();
+        }
+        try (var proxy = proxy(Map.of(), "http://127.0.0.1:" + closedPort + "/v1")) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/chat")))
+                    .POST(HttpRequest.BodyPublishers.ofString("{\"prompt\": \"kept\"}")).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(502, response.statusCode());
+            assertEquals("application/json", response.headers().firstValue("Content-Type").orElseThrow());
+            assertTrue(response.body().startsWith("{\"error\": {\"type\": \"llmproxy_upstream_error\""), response.body());
+            List<List<String>> records = proxy.records();
+            assertEquals(1, records.size());
+            assertEquals("{\"prompt\": \"kept\"}", records.getFirst().get(2), "the prompt is kept");
+            assertEquals(response.body(), records.getFirst().get(3));
+        }
+    }
+
+    @Test
+    void answers504WithOneRecordWhenHeadersDoNotArriveInTime() throws Exception {
+        CountDownLatch release = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            release.await(10, TimeUnit.SECONDS);
+            exchange.sendResponseHeaders(200, -1);
+        }); var proxy = proxy(upstream, "--timeout", "0.005")) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/slow")))
+                    .POST(HttpRequest.BodyPublishers.ofString("question")).build(), HttpResponse.BodyHandlers.ofString());
+            release.countDown();
+            assertEquals(504, response.statusCode());
+            assertTrue(response.body().contains("llmproxy_upstream_timeout"), response.body());
+            List<List<String>> records = proxy.records();
+            assertEquals(1, records.size());
+            assertEquals("question", records.getFirst().get(2));
+        }
+    }
+
+    @Test
+    void cutsTheClientStreamWhenUpstreamFailsMidBody() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 0);
+            TestSupport.sendChunk(exchange.getResponseBody(), "data: partial\n\n");
+            throw new IOException("upstream dies mid-stream"); // the server drops the connection
+        }); var proxy = proxy(upstream);
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            assertEquals(200, client.status);
+            client.readUntil("data: partial\n\n");
+            assertThrows(EOFException.class, client::nextChunk, "the client must see truncation, not a clean end");
+            assertEquals("data: partial\n\n", proxy.records().getFirst().get(3));
+            assertTrue(proxy.stderr().contains("upstream_error"), proxy.stderr());
+        }
+    }
+
+    @Test
+    void endsAStalledStreamAfterTheIdleTimeout() throws Exception {
+        CountDownLatch release = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 0);
+            TestSupport.sendChunk(exchange.getResponseBody(), "data: before the stall\n\n");
+            release.await(10, TimeUnit.SECONDS);
+        }); var proxy = proxy(upstream, "-T", "0.005");
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            client.readUntil("data: before the stall\n\n");
+            assertThrows(EOFException.class, client::nextChunk);
+            release.countDown();
+            assertEquals("data: before the stall\n\n", proxy.records().getFirst().get(3));
+            assertTrue(proxy.stderr().contains(" timeout (upstream sent nothing for 300 ms"), proxy.stderr());
+        }
+    }
+
+    @Test
+    void keepsAStreamThatOutlastsTheTimeoutWhileItKeepsSending() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 0);
+            for (int k = 0; k < 12; k++) {
+                TestSupport.sendChunk(exchange.getResponseBody(), "data: " + k + "\n\n");
+                Thread.sleep(50); // 600 ms in all, twice the timeout, never silent for long
+            }
+            exchange.getResponseBody().close();
+        }); var proxy = proxy(upstream, "-T", "0.005")) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/long"))).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertTrue(response.body().endsWith("data: 11\n\n"), response.body());
+            assertEquals(response.body(), proxy.records().getFirst().get(3));
+            assertTrue(proxy.stderr().contains(" complete"), proxy.stderr());
+        }
+    }
+
+    @Test
+    void writesOneIntactRecordPerConcurrentExchange() throws Exception {
+        int exchanges = 200;
+        try (var upstream = TestSupport.Upstream.streaming(exchange -> {
+            byte[] request = exchange.getRequestBody().readAllBytes();
+            byte[] answer = ("answer to " + new String(request, StandardCharsets.UTF_8)).getBytes(StandardCharsets.UTF_8);
+            exchange.sendResponseHeaders(200, 0);
+            exchange.getResponseBody().write(answer);
+        }); var proxy = proxy(upstream)) {
+            HttpClient client = client();
+            List<CompletableFuture<HttpResponse<String>>> responses = new ArrayList<>();
+            for (int i = 0; i < exchanges; i++) {
+                String body = "request " + i + ", with \"quotes\",\r\nlines and ünïcode";
+                responses.add(client.sendAsync(HttpRequest.newBuilder(URI.create(proxy.url("/c/" + i)))
+                        .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString()));
+            }
+            for (var response : responses) {
+                assertEquals(200, response.get(30, TimeUnit.SECONDS).statusCode());
+            }
+            List<List<String>> records = proxy.records();
+            assertEquals(exchanges, records.size());
+            boolean[] seen = new boolean[exchanges];
+            for (List<String> record : records) {
+                int i = Integer.parseInt(record.get(1).substring(record.get(1).lastIndexOf('/') + 1));
+                String body = "request " + i + ", with \"quotes\",\r\nlines and ünïcode";
+                assertEquals(List.of("POST", proxy.url("/c/" + i), body, "answer to " + body), record);
+                seen[i] = true;
+            }
+            for (boolean s : seen) {
+                assertTrue(s);
+            }
+        }
+    }
+
+    @Test
+    void refusesConnectAsNotAForwardProxy() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(200, -1));
+             var proxy = proxy(upstream)) {
+            try (var client = new TestSupport.RawClient(proxy.port())) {
+                // The JDK server cannot route an authority-form target and drops the connection.
+                client.send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+                assertThrows(EOFException.class, client::readHead);
+            }
+            try (var client = new TestSupport.RawClient(proxy.port())) {
+                client.send("CONNECT /tunnel HTTP/1.1\r\nHost: example.com:443\r\n\r\n").readHead();
+                assertEquals(405, client.status);
+                assertTrue(new String(client.body(), StandardCharsets.UTF_8).contains("not a forward proxy"));
+            }
+            assertTrue(upstream.received.isEmpty());
+        }
+    }
+
+    @Test
+    void printsOneLinePerExchangeOnStderr() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(201, 5);
+            exchange.getResponseBody().write("hello".getBytes(StandardCharsets.UTF_8));
+        }); var proxy = proxy(upstream)) {
+            client().send(HttpRequest.newBuilder(URI.create(proxy.url("/items?key=secret"))).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            proxy.records(); // stops the proxy, so every stderr line is written
+            String line = proxy.stderr().lines().filter(l -> l.startsWith("GET ")).findFirst().orElseThrow();
+            assertTrue(line.matches("GET /items\\?… 201 \\d+ms 5B complete"), line);
+        }
+    }
+}

@@ -600,8 +600,9 @@ public final class LlmProxy {
             try {
                 truncate = forward(exchange, record, body);
             } catch (Exception e) {
-                record.fail(Record.Outcome.UPSTREAM_ERROR, "internal error: " + e);
-                truncate = true;
+                // A response already under way can only be cut; otherwise the client gets an answer.
+                truncate = record.status != 0 || answerError(exchange, record, 500, "llmproxy_internal_error",
+                        Record.Outcome.UPSTREAM_ERROR, "internal error: " + e);
             } finally {
                 body.close();
                 Record finished = record.finish(closing);
@@ -633,7 +634,13 @@ public final class LlmProxy {
                         e.getMessage());
             }
             record.upstreamUrl = upstream.toString();
-            HttpRequest request = buildRequest(exchange, upstream, body);
+            HttpRequest request;
+            try {
+                request = buildRequest(exchange, upstream, body);
+            } catch (IllegalArgumentException e) {
+                return answerError(exchange, record, 400, "llmproxy_bad_request", Record.Outcome.REJECTED,
+                        "cannot forward this request: " + e.getMessage());
+            }
 
             HttpResponse<InputStream> response;
             try {

@@ -558,6 +558,19 @@ class ProxyTest {
     }
 
     @Test
+    void answers400ForAMethodTheUpstreamClientCannotSend() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(200, -1));
+             var proxy = proxy(upstream);
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("G@T /x HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            assertEquals(400, client.status);
+            assertTrue(new String(client.body(), StandardCharsets.UTF_8).contains("cannot forward this request"));
+            assertTrue(upstream.received.isEmpty());
+            assertEquals("G@T", proxy.records().getFirst().getFirst());
+        }
+    }
+
+    @Test
     void printsOneLinePerExchangeOnStderr() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> {
             exchange.sendResponseHeaders(201, 5);

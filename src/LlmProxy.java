@@ -592,7 +592,7 @@ public final class LlmProxy {
         void handle(HttpExchange exchange) {
             inFlight.incrementAndGet();
             Record.Builder record = new Record.Builder(exchange.getRequestMethod(), clientUrl(exchange),
-                    config.logMaxBody());
+                    exchange.getRequestURI(), config.logMaxBody());
             String requestEncoding = exchange.getRequestHeaders().getFirst("Content-Encoding");
             record.requestEncoding = requestEncoding == null ? "" : requestEncoding;
             RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody);
@@ -607,7 +607,6 @@ public final class LlmProxy {
                 body.close();
                 Record finished = record.finish(closing);
                 log.submit(finished);
-                err.println(finished.summary(exchange.getRequestURI()));
                 inFlight.decrementAndGet();
             }
             if (truncate) {
@@ -1209,7 +1208,7 @@ public final class LlmProxy {
     }
 
     /** What the log keeps of one finished exchange. */
-    record Record(String method, String url, String upstreamUrl, int status, Outcome outcome, String error,
+    record Record(String method, String url, String path, String upstreamUrl, int status, Outcome outcome, String error,
                   long durationMillis, long requestBytes, long responseBytes,
                   byte[] requestBody, String requestEncoding, byte[] responseBody, String responseEncoding) {
 
@@ -1222,11 +1221,10 @@ public final class LlmProxy {
             }
         }
 
-        /** One line for stderr: method, path, status, duration, bytes, outcome. */
-        String summary(URI requested) {
-            return method + " " + requested.getRawPath() + (requested.getRawQuery() == null ? "" : "?…") + " "
-                    + (status == 0 ? "-" : String.valueOf(status)) + " " + durationMillis + "ms "
-                    + responseBytes + "B " + outcome.label() + (error == null ? "" : " (" + error + ")");
+        /** One line for stderr: method, path (query hidden: it may hold a key), status, duration, bytes, outcome. */
+        String summary() {
+            return method + " " + path + " " + (status == 0 ? "-" : String.valueOf(status)) + " " + durationMillis
+                    + "ms " + responseBytes + "B " + outcome.label() + (error == null ? "" : " (" + error + ")");
         }
 
         /** Collects an exchange's record while it runs; used by one handler thread. */
@@ -1234,6 +1232,7 @@ public final class LlmProxy {
             private final long startNanos = System.nanoTime();
             private final String method;
             private final String url;
+            private final String path;
             final Capture requestBody;
             final Capture responseBody;
             String upstreamUrl = "";
@@ -1243,9 +1242,10 @@ public final class LlmProxy {
             private Outcome outcome = Outcome.COMPLETE;
             private String error;
 
-            Builder(String method, String url, long maxBody) {
+            Builder(String method, String url, URI requested, long maxBody) {
                 this.method = method;
                 this.url = url;
+                this.path = requested.getRawPath() + (requested.getRawQuery() == null ? "" : "?…");
                 requestBody = new Capture(maxBody);
                 responseBody = new Capture(maxBody);
             }
@@ -1263,7 +1263,7 @@ public final class LlmProxy {
                 if (shuttingDown && end != Outcome.COMPLETE && end != Outcome.REJECTED) {
                     end = Outcome.SHUTDOWN;
                 }
-                return new Record(method, url, upstreamUrl, status, end, error,
+                return new Record(method, url, path, upstreamUrl, status, end, error,
                         TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - startNanos),
                         requestBody.total(), responseBody.total(), requestBody.bytes(), requestEncoding,
                         responseBody.bytes(), responseEncoding);
@@ -1278,8 +1278,10 @@ public final class LlmProxy {
      * disk, records never interleave, and each is flushed within a second.
      */
     static final class LogWriter implements AutoCloseable {
+        /** -Dllmproxy.log=off skips the CSV work, so a benchmark can price it; not for users. */
+        private static final boolean DISCARD = "off".equals(System.getProperty("llmproxy.log"));
         static final List<String> COLUMNS = List.of("method", "url", "request_body", "response_body");
-        private static final Record POISON = new Record("", "", "", 0, Record.Outcome.COMPLETE, null, 0, 0, 0,
+        private static final Record POISON = new Record("", "", "", "", 0, Record.Outcome.COMPLETE, null, 0, 0, 0,
                 new byte[0], "", new byte[0], "");
 
         private final Path file;
@@ -1290,6 +1292,7 @@ public final class LlmProxy {
         private final PrintStream err;
         private final AtomicLong written = new AtomicLong();
         private final AtomicLong failed = new AtomicLong();
+        private final StringBuilder summaries = new StringBuilder();
         private volatile boolean closed;
 
         private LogWriter(Path file, long maxBody, Writer out, PrintStream err) {
@@ -1397,6 +1400,10 @@ public final class LlmProxy {
         }
 
         private void write(Record record) {
+            summaries.append(record.summary()).append(System.lineSeparator());
+            if (DISCARD) {
+                return;
+            }
             String line = Csv.record(List.of(record.method(), record.url(),
                     BodyText.of(record.requestBody(), record.requestBytes(), record.requestEncoding(), maxBody),
                     BodyText.of(record.responseBody(), record.responseBytes(), record.responseEncoding(), maxBody)));
@@ -1410,6 +1417,7 @@ public final class LlmProxy {
             }
         }
 
+        /** Flushes the file, then prints the batched stderr lines (one write, not one per exchange). */
         private void flush() {
             try {
                 out.flush();
@@ -1417,6 +1425,11 @@ public final class LlmProxy {
                 if (failed.getAndIncrement() == 0) {
                     err.println("llmproxy: cannot write to log file " + file + ": " + e.getMessage());
                 }
+            }
+            if (!summaries.isEmpty()) {
+                err.print(summaries);
+                err.flush();
+                summaries.setLength(0);
             }
         }
 

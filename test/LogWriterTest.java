@@ -31,7 +31,7 @@ class LogWriterTest {
     private static LlmProxy.Record record(String method, String request, String response) {
         byte[] req = request.getBytes(StandardCharsets.UTF_8);
         byte[] rsp = response.getBytes(StandardCharsets.UTF_8);
-        return new LlmProxy.Record(method, "http://127.0.0.1:8080/x", "http://up/x", 200,
+        return new LlmProxy.Record(method, "http://127.0.0.1:8080/x", "/x", "http://up/x", 200,
                 LlmProxy.Record.Outcome.COMPLETE, null, 1, req.length, rsp.length, req, "", rsp, "");
     }
 

@@ -14,6 +14,7 @@ Usage: ./build.sh TASK [ARGS...]
 Tasks:
   jar          compile src/LlmProxy.java into build/llmproxy.jar
   test         build the jar, compile test/*.java and run every test
+  bench        build, then benchmark the jar against going direct (~5 min; bench --quick: ~1.5 min)
   run ARGS...  build the jar and run it with ARGS (e.g. ./build.sh run --target-url https://api.openai.com/v1)
   clean        remove build/
 
@@ -60,12 +61,16 @@ fetch_junit() {
     fi
 }
 
-test_task() {
+compile_tests() {
     jar_task
     fetch_junit
     rm -rf build/test-classes
     "$(tool javac)" --release 21 -Xlint:all -Xlint:-serial -Werror -encoding UTF-8 \
         -cp "build/classes:$JUNIT_JAR" -d build/test-classes test/*.java
+}
+
+test_task() {
+    compile_tests
     "$(tool java)" -jar "$JUNIT_JAR" execute --disable-banner --details=summary --fail-if-no-tests \
         --class-path "build/classes:build/test-classes" --scan-class-path
 }
@@ -75,6 +80,7 @@ task=${1:-}
 case "$task" in
     jar) jar_task ;;
     test) test_task ;;
+    bench) compile_tests; exec "$(tool java)" -cp build/classes:build/test-classes Bench "$@" ;;
     run) jar_task; exec "$(tool java)" -jar build/llmproxy.jar "$@" ;;
     clean) rm -rf build ;;
     -h|--help|help) usage ;;

@@ -1,0 +1,838 @@
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
+
+import java.io.BufferedInputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * {@code make bench}: measures llmproxy against going direct to the same mock upstream, in one
+ * run, and prints one table. The mock upstream and the proxy each run in their own JVM, so the
+ * proxy's CPU and memory are read from /proc, and this process (the load client) reports its own.
+ * {@code make bench-quick} runs a shorter subset. Every load loop here is bounded in time.
+ */
+public final class Bench {
+    static final InetAddress LOOPBACK = InetAddress.getLoopbackAddress();
+    static final String JAVA = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+    static final String CLASSPATH = System.getProperty("java.class.path");
+    static final long TICK_NANOS = 10_000_000L; // /proc/<pid>/stat counts CPU in 1/100 s on Linux
+
+    private final boolean quick;
+    private final List<String[]> table = new ArrayList<>();
+    private final Path work;
+    private Jvm upstream;
+    private int upstreamPort;
+
+    private Bench(boolean quick) throws IOException {
+        this.quick = quick;
+        this.work = Files.createTempDirectory("llmproxy-bench");
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args.length > 0 && args[0].equals("upstream")) {
+            MockUpstream.serve();
+            return;
+        }
+        if (args.length == 4 && args[0].equals("load")) { // for profiling: load PORT CONNECTIONS SECONDS
+            Load load = closedLoop(Integer.parseInt(args[1]), Integer.parseInt(args[2]), Integer.parseInt(args[3]));
+            System.out.printf(Locale.ROOT, "%.0f req/s, p50 %s ms, p99 %s ms, %d errors%n", load.perSecond(),
+                    ms(load.latency.p(50)), ms(load.latency.p(99)), load.errors);
+            return;
+        }
+        new Bench(List.of(args).contains("--quick")).run();
+    }
+
+    // --- the run ---
+
+    private void run() throws Exception {
+        long started = System.nanoTime();
+        System.out.println("llmproxy bench" + (quick ? " (quick)" : "") + ": " + machine());
+        upstream = Jvm.start(work.resolve("upstream.err"), List.of(JAVA, "-cp", CLASSPATH, "Bench", "upstream"));
+        upstreamPort = upstream.awaitPort("upstream port (\\d+)");
+        try {
+            int seconds = quick ? 2 : 5;
+            try (Jvm proxy = startProxy(List.of())) {
+                progress("warm-up");
+                closedLoop(upstreamPort, 16, 2);
+                closedLoop(proxy.port, 16, quick ? 4 : 12); // the JIT needs ~50k requests
+                for (int connections : new int[] {1, 16, 64}) {
+                    progress("closed loop, " + connections + " connections");
+                    Load direct = closedLoop(upstreamPort, connections, seconds);
+                    long cpu = proxy.cpuNanos();
+                    Load proxied = closedLoop(proxy.port, connections, seconds);
+                    long perRequest = (proxy.cpuNanos() - cpu) / Math.max(1, proxied.requests) / 1000;
+                    row("non-streaming, " + connections + " conn: req/s", fmt(direct.perSecond()), fmt(proxied.perSecond()),
+                            ratio(proxied.perSecond(), direct.perSecond()));
+                    row("  p50 / p99 latency (ms)", ms(direct.latency.p(50)) + " / " + ms(direct.latency.p(99)),
+                            ms(proxied.latency.p(50)) + " / " + ms(proxied.latency.p(99)),
+                            "+" + ms(proxied.latency.p(50) - direct.latency.p(50)) + " / +"
+                                    + ms(proxied.latency.p(99) - direct.latency.p(99)));
+                    row("  proxy CPU per request (µs)", "", String.valueOf(perRequest),
+                            "client " + direct.clientMicrosPerRequest() + " / " + proxied.clientMicrosPerRequest()
+                                    + " µs/req");
+                    errors(direct, proxied);
+                }
+                progress("open loop, 500 req/s");
+                Load directOpen = openLoop(upstreamPort, 500, seconds);
+                Load proxiedOpen = openLoop(proxy.port, 500, seconds);
+                row("open loop 500 req/s: p50 / p99 (ms)",
+                        ms(directOpen.latency.p(50)) + " / " + ms(directOpen.latency.p(99)),
+                        ms(proxiedOpen.latency.p(50)) + " / " + ms(proxiedOpen.latency.p(99)),
+                        "added " + ms(proxiedOpen.latency.p(50) - directOpen.latency.p(50)) + " / "
+                                + ms(proxiedOpen.latency.p(99) - directOpen.latency.p(99)));
+                errors(directOpen, proxiedOpen);
+
+                progress("streaming fidelity");
+                Streams directStreams = streams(upstreamPort, 20, 50, 20, 0, 0);
+                Streams proxiedStreams = streams(proxy.port, 20, 50, 20, 0, 0);
+                row("20 streams x 50 events, 20 ms: event delay p50 / p99 / max (ms)",
+                        ms(directStreams.delay.p(50)) + " / " + ms(directStreams.delay.p(99)) + " / " + ms(directStreams.delay.max()),
+                        ms(proxiedStreams.delay.p(50)) + " / " + ms(proxiedStreams.delay.p(99)) + " / " + ms(proxiedStreams.delay.max()),
+                        "added p99 " + ms(proxiedStreams.delay.p(99) - directStreams.delay.p(99)));
+                row("  events coalesced with the next one", String.valueOf(directStreams.coalesced),
+                        String.valueOf(proxiedStreams.coalesced), proxiedStreams.completed + "/20 streams complete");
+
+                progress("time to headers");
+                long[] directFirst = firstByte(upstreamPort, 5);
+                long[] proxiedFirst = firstByte(proxy.port, 5);
+                row("time to headers, first event at 300 ms (ms)", ms(directFirst[0]), ms(proxiedFirst[0]),
+                        "+" + ms(proxiedFirst[0] - directFirst[0]));
+                row("time to first event (ms)", ms(directFirst[1]), ms(proxiedFirst[1]),
+                        "+" + ms(proxiedFirst[1] - directFirst[1]));
+            }
+            loggingCost(seconds);
+            for (int n : quick ? new int[] {1000} : new int[] {1000, 5000, 10000}) {
+                scale(n);
+            }
+            if (!quick) {
+                heapPerStream(5000);
+                overload(10000);
+            }
+            startup(quick ? 3 : 5);
+        } finally {
+            upstream.close();
+        }
+        System.out.println();
+        System.out.println("| measurement | direct | through llmproxy | proxy vs direct |");
+        System.out.println("|---|---|---|---|");
+        for (String[] r : table) {
+            System.out.println("| " + String.join(" | ", r) + " |");
+        }
+        System.out.printf(Locale.ROOT, "%nbench finished in %d s%n", TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - started));
+    }
+
+    private int proxies;
+
+    /** A proxy JVM from build/llmproxy.jar with default settings but for {@code jvmFlags}. */
+    private Jvm startProxy(List<String> jvmFlags) throws IOException, InterruptedException {
+        int id = ++proxies;
+        List<String> command = new ArrayList<>(List.of(JAVA));
+        command.addAll(jvmFlags);
+        command.addAll(List.of("-jar", "build/llmproxy.jar", "--target-url", "http://127.0.0.1:" + upstreamPort,
+                "--port", "0", "--log-file", work.resolve("proxy" + id + ".csv").toString()));
+        Jvm proxy = Jvm.start(work.resolve("proxy" + id + ".err"), command);
+        proxy.port = proxy.awaitPort("listening on http://127\\.0\\.0\\.1:(\\d+) ");
+        proxy.log = work.resolve("proxy" + id + ".csv");
+        return proxy;
+    }
+
+    private void loggingCost(int seconds) throws Exception {
+        progress("logging on vs off");
+        long[] micros = new long[2];
+        for (int i = 0; i < 2; i++) {
+            try (Jvm proxy = startProxy(i == 0 ? List.of("-Dllmproxy.log=off") : List.of())) {
+                closedLoop(proxy.port, 16, quick ? 4 : 10);
+                long cpu = proxy.cpuNanos();
+                Load load = closedLoop(proxy.port, 16, seconds);
+                micros[i] = (proxy.cpuNanos() - cpu) / Math.max(1, load.requests) / 1000;
+            }
+        }
+        row("CPU per request, CSV log off / on (µs)", "", micros[0] + " / " + micros[1],
+                "logging costs " + pct(micros[1] - micros[0], micros[0]));
+    }
+
+    private void scale(int n) throws Exception {
+        progress(n + " concurrent streams");
+        Streams direct = streams(upstreamPort, n, 30, 500, 0, 2500);
+        try (Jvm proxy = startProxy(List.of())) {
+            long cpu = proxy.cpuNanos();
+            Streams proxied = streams(proxy.port, n, 30, 500, 0, 2500);
+            long cpuPerStream = (proxy.cpuNanos() - cpu) / n / 1000;
+            row(n + " streams x 30 events, 500 ms: complete", direct.completed + "/" + n,
+                    proxied.completed + "/" + n + (proxied.rejected > 0 ? " (" + proxied.rejected + " got 503)" : ""),
+                    proxied.failed > 0 ? proxied.failed + " failed" : "");
+            row("  steady-state event delay p99 (ms)", ms(direct.steadyDelay.p(99)), ms(proxied.steadyDelay.p(99)),
+                    "+" + ms(proxied.steadyDelay.p(99) - direct.steadyDelay.p(99)));
+            row("  proxy peak RSS (MB) / CPU per stream (µs)", "", proxy.peakRssMb() + " / " + cpuPerStream, "");
+        }
+    }
+
+    private void heapPerStream(int n) throws Exception {
+        progress("heap per open stream");
+        try (Jvm proxy = startProxy(List.of())) {
+            streams(proxy.port, 50, 2, 10, 0, 0); // load the classes an exchange needs
+            long idle = proxy.usedHeapAfterGcKb();
+            AtomicLong open = new AtomicLong();
+            CountDownLatch measured = new CountDownLatch(1);
+            Thread measure = Thread.ofPlatform().start(() -> {
+                try {
+                    // the streams last 15 s; all are open once the 2 s ramp is over
+                    Thread.sleep(5000);
+                    open.set(proxy.usedHeapAfterGcKb());
+                } catch (Exception e) {
+                    open.set(-1);
+                } finally {
+                    measured.countDown();
+                }
+            });
+            Streams s = streams(proxy.port, n, 30, 500, 0, 2500);
+            measured.await();
+            measure.join();
+            row("heap per open stream (KB), " + n + " streams", "",
+                    String.format(Locale.ROOT, "%.1f", (open.get() - idle) / (double) n),
+                    "idle " + idle / 1024 + " MB, open " + open.get() / 1024 + " MB; " + s.completed + "/" + n + " complete");
+        }
+    }
+
+    private void overload(int n) throws Exception {
+        progress(n + " streams against -Xmx128m");
+        Path log;
+        Streams s;
+        boolean alive;
+        try (Jvm proxy = startProxy(List.of("-Xmx128m"))) {
+            log = proxy.log;
+            s = streams(proxy.port, n, 30, 500, 0, 2500);
+            alive = proxy.process.isAlive();
+            proxy.terminate();
+        }
+        long records = Files.readString(log).split("\r\n", -1).length - 2; // header and the empty tail
+        row("-Xmx128m, " + n + " streams: complete / 503 / failed", "",
+                s.completed + " / " + s.rejected + " / " + s.failed,
+                (alive ? "survived" : "DIED") + "; " + records + " records for " + (s.completed + s.rejected + s.incomplete)
+                        + " exchanges");
+    }
+
+    private void startup(int reps) throws Exception {
+        progress("start-up");
+        long[] jvm = new long[reps];
+        long[] first = new long[reps];
+        for (int i = 0; i < reps; i++) {
+            long t0 = System.nanoTime();
+            new ProcessBuilder(JAVA, "-version").redirectErrorStream(true)
+                    .redirectOutput(ProcessBuilder.Redirect.DISCARD).start().waitFor();
+            jvm[i] = (System.nanoTime() - t0) / 1000;
+            int port;
+            try (ServerSocket free = new ServerSocket(0, 1, LOOPBACK)) {
+                port = free.getLocalPort();
+            }
+            t0 = System.nanoTime();
+            try (Jvm proxy = Jvm.start(Files.createTempFile(work, "start", ".err"), List.of(JAVA, "-jar",
+                    "build/llmproxy.jar", "-t", "http://127.0.0.1:" + upstreamPort, "-p", String.valueOf(port),
+                    "-l", work.resolve("start" + i + ".csv").toString()))) {
+                long deadline = t0 + TimeUnit.SECONDS.toNanos(10);
+                while (true) {
+                    try (Conn c = new Conn(port)) {
+                        c.send(Conn.completionRequest());
+                        c.readHead();
+                        c.readBody();
+                        if (c.status == 200) {
+                            break;
+                        }
+                    } catch (IOException e) {
+                        if (System.nanoTime() > deadline || !proxy.process.isAlive()) {
+                            throw e;
+                        }
+                        LockSupport.parkNanos(1_000_000); // poll for the port to open, 1 ms apart
+                    }
+                }
+                first[i] = (System.nanoTime() - t0) / 1000;
+            }
+        }
+        Arrays.sort(jvm);
+        Arrays.sort(first);
+        row("start-up: process start to first proxied response (ms)", "JVM alone (java -version): " + ms(jvm[reps / 2]),
+                ms(first[reps / 2]), "median of " + reps);
+    }
+
+    // --- load generators ---
+
+    /** Results of a request load: latencies in µs, counts, and this client's CPU. */
+    record Load(Histogram latency, long requests, long errors, double seconds, long clientCpuNanos) {
+        double perSecond() {
+            return requests / seconds;
+        }
+
+        long clientMicrosPerRequest() {
+            return clientCpuNanos / Math.max(1, requests) / 1000;
+        }
+    }
+
+    /** Each connection sends its next request as soon as the last answer is in. */
+    private static Load closedLoop(int port, int connections, int seconds) throws Exception {
+        Histogram latency = new Histogram();
+        AtomicLong requests = new AtomicLong();
+        AtomicLong errors = new AtomicLong();
+        long cpu = Jvm.selfCpuNanos();
+        long start = System.nanoTime();
+        long end = start + TimeUnit.SECONDS.toNanos(seconds);
+        byte[] request = Conn.completionRequest();
+        List<Thread> threads = new ArrayList<>();
+        for (int i = 0; i < connections; i++) {
+            threads.add(Thread.ofPlatform().start(() -> {
+                long[] mine = new long[1 << 16];
+                int count = 0;
+                try (Conn c = new Conn(port)) {
+                    for (long now = System.nanoTime(); now < end; ) {
+                        c.send(request);
+                        c.readHead();
+                        c.readBody();
+                        long done = System.nanoTime();
+                        if (c.status != 200) {
+                            errors.incrementAndGet();
+                        }
+                        if (count == mine.length) {
+                            mine = Arrays.copyOf(mine, count * 2);
+                        }
+                        mine[count++] = (done - now) / 1000;
+                        now = done;
+                    }
+                } catch (IOException e) {
+                    errors.incrementAndGet();
+                }
+                requests.addAndGet(count);
+                latency.addAll(mine, count);
+            }));
+        }
+        for (Thread t : threads) {
+            t.join();
+        }
+        double elapsed = (System.nanoTime() - start) / 1e9;
+        return new Load(latency, requests.get(), errors.get(), elapsed, Jvm.selfCpuNanos() - cpu);
+    }
+
+    /** Requests leave at a fixed rate whatever the answers do; latency counts from the planned send time. */
+    private static Load openLoop(int port, int rate, int seconds) throws Exception {
+        Histogram latency = new Histogram();
+        AtomicLong errors = new AtomicLong();
+        ConcurrentLinkedQueue<Conn> idle = new ConcurrentLinkedQueue<>();
+        for (int i = 0; i < 32; i++) {
+            idle.add(new Conn(port));
+        }
+        byte[] request = Conn.completionRequest();
+        int total = rate * seconds;
+        long period = 1_000_000_000L / rate;
+        CountDownLatch done = new CountDownLatch(total);
+        long cpu = Jvm.selfCpuNanos();
+        long start = System.nanoTime();
+        for (int i = 0; i < total; i++) {
+            long planned = start + i * period;
+            for (long wait = planned - System.nanoTime(); wait > 0; wait = planned - System.nanoTime()) {
+                LockSupport.parkNanos(wait);
+            }
+            Thread.ofVirtual().start(() -> {
+                Conn c = idle.poll();
+                try {
+                    if (c == null) {
+                        c = new Conn(port);
+                    }
+                    c.send(request);
+                    c.readHead();
+                    c.readBody();
+                    latency.add((System.nanoTime() - planned) / 1000);
+                    if (c.status != 200) {
+                        errors.incrementAndGet();
+                    }
+                    idle.add(c);
+                } catch (IOException e) {
+                    errors.incrementAndGet();
+                } finally {
+                    done.countDown();
+                }
+            });
+        }
+        if (!done.await(30, TimeUnit.SECONDS)) {
+            errors.addAndGet(done.getCount());
+        }
+        double elapsed = (System.nanoTime() - start) / 1e9;
+        for (Conn c : idle) {
+            c.close();
+        }
+        return new Load(latency, total, errors.get(), elapsed, Jvm.selfCpuNanos() - cpu);
+    }
+
+    /** Results of a set of SSE streams: per-event delays (µs) and how the streams ended. */
+    record Streams(Histogram delay, Histogram steadyDelay, int completed, int rejected, int failed, int incomplete,
+                   long coalesced) {}
+
+    /**
+     * Opens {@code n} streams, {@code rampMillis} apart in total, each of {@code events} events
+     * {@code interval} ms apart. A stream's event delay is its receive time minus the send time
+     * stamped into it by the upstream (System.nanoTime is one clock for every process here).
+     */
+    private static Streams streams(int port, int n, int events, int interval, int first, int rampMillis)
+            throws Exception {
+        Histogram delay = new Histogram();
+        List<long[]> stamped = new ArrayList<>(); // pairs of (send time, delay) per stream, for the steady state
+        AtomicInteger completed = new AtomicInteger();
+        AtomicInteger rejected = new AtomicInteger();
+        AtomicInteger failed = new AtomicInteger();
+        AtomicInteger incomplete = new AtomicInteger();
+        AtomicLong coalesced = new AtomicLong();
+        AtomicLong lastHeaders = new AtomicLong();
+        byte[] request = Conn.streamRequest(events, interval, first);
+        CountDownLatch done = new CountDownLatch(n);
+        long start = System.nanoTime();
+        for (int i = 0; i < n; i++) {
+            long planned = start + (rampMillis * 1_000_000L * i) / n;
+            for (long wait = planned - System.nanoTime(); wait > 0; wait = planned - System.nanoTime()) {
+                LockSupport.parkNanos(wait);
+            }
+            Thread.ofVirtual().start(() -> {
+                long[] mine = new long[events * 2];
+                int got = 0;
+                boolean answered = false;
+                try (Conn c = new Conn(port)) {
+                    c.send(request);
+                    c.readHead();
+                    answered = true;
+                    lastHeaders.accumulateAndGet(System.nanoTime(), Math::max);
+                    if (c.status == 503) {
+                        c.readBody();
+                        rejected.incrementAndGet();
+                        return;
+                    }
+                    if (c.status != 200) {
+                        failed.incrementAndGet();
+                        return;
+                    }
+                    for (byte[] chunk = c.nextChunk(); chunk != null; chunk = c.nextChunk()) {
+                        long now = System.nanoTime();
+                        String text = new String(chunk, StandardCharsets.UTF_8);
+                        int inChunk = 0;
+                        for (int at = text.indexOf("\"t\":"); at >= 0; at = text.indexOf("\"t\":", at + 4)) {
+                            int endAt = text.indexOf(',', at);
+                            long sent = Long.parseLong(text.substring(at + 4, endAt));
+                            if (got < events) {
+                                mine[2 * got] = sent;
+                                mine[2 * got + 1] = (now - sent) / 1000;
+                            }
+                            got++;
+                            inChunk++;
+                        }
+                        if (inChunk > 1) {
+                            coalesced.addAndGet(inChunk - 1);
+                        }
+                    }
+                    if (got == events) {
+                        completed.incrementAndGet();
+                    } else {
+                        incomplete.incrementAndGet();
+                    }
+                } catch (IOException | RuntimeException e) {
+                    (answered ? incomplete : failed).incrementAndGet();
+                } finally {
+                    int kept = Math.min(got, events);
+                    for (int k = 0; k < kept; k++) {
+                        delay.add(mine[2 * k + 1]);
+                    }
+                    synchronized (stamped) {
+                        stamped.add(Arrays.copyOf(mine, 2 * kept));
+                    }
+                    done.countDown();
+                }
+            });
+        }
+        long bound = rampMillis + (long) events * interval + first + 60_000;
+        if (!done.await(bound, TimeUnit.MILLISECONDS)) {
+            System.out.println("  (" + done.getCount() + " streams still open after " + bound + " ms; counted as failed)");
+        }
+        Histogram steady = new Histogram();
+        long steadyFrom = lastHeaders.get();
+        synchronized (stamped) {
+            for (long[] pairs : stamped) {
+                for (int k = 0; k < pairs.length; k += 2) {
+                    if (pairs[k] > steadyFrom) {
+                        steady.add(pairs[k + 1]);
+                    }
+                }
+            }
+        }
+        return new Streams(delay, steady, completed.get(), rejected.get(),
+                failed.get() + (int) done.getCount(), incomplete.get(), coalesced.get());
+    }
+
+    /** Medians of time to response headers and to the first event, when that event comes 300 ms late. */
+    private static long[] firstByte(int port, int reps) throws IOException {
+        long[] headers = new long[reps];
+        long[] firstEvent = new long[reps];
+        byte[] request = Conn.streamRequest(1, 1, 300);
+        for (int i = 0; i < reps; i++) {
+            try (Conn c = new Conn(port)) {
+                long t0 = System.nanoTime();
+                c.send(request);
+                c.readHead();
+                headers[i] = (System.nanoTime() - t0) / 1000;
+                c.nextChunk();
+                firstEvent[i] = (System.nanoTime() - t0) / 1000;
+                c.readBody();
+            }
+        }
+        Arrays.sort(headers);
+        Arrays.sort(firstEvent);
+        return new long[] {headers[reps / 2], firstEvent[reps / 2]};
+    }
+
+    // --- the mock upstream ---
+
+    /** An OpenAI-style mock: JSON completions, and SSE streams whose events carry their send time. */
+    static final class MockUpstream {
+        static final byte[] COMPLETION = ("{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion\",\"created\":1764201600,"
+                + "\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                + "\"content\":\"The quick brown fox jumps over the lazy dog. It is a pangram: it uses every letter"
+                + " of the alphabet at least once, which makes it handy for testing fonts and keyboards.\","
+                + "\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":25,"
+                + "\"completion_tokens\":38,\"total_tokens\":63},\"system_fingerprint\":\"fp_bench\"}")
+                .getBytes(StandardCharsets.UTF_8);
+
+        static void serve() throws IOException {
+            System.setProperty("sun.net.httpserver.nodelay", "true");
+            HttpServer server = HttpServer.create(new InetSocketAddress(LOOPBACK, 0), 4096);
+            server.setExecutor(Executors.newVirtualThreadPerTaskExecutor());
+            server.createContext("/", MockUpstream::handle);
+            server.start();
+            System.err.println("upstream port " + server.getAddress().getPort());
+            System.in.read(); // the bench closes our stdin when it is done
+            System.exit(0);
+        }
+
+        private static void handle(HttpExchange exchange) throws IOException {
+            exchange.getRequestBody().readAllBytes();
+            String query = exchange.getRequestURI().getRawQuery();
+            if (query == null) {
+                exchange.getResponseHeaders().set("Content-Type", "application/json");
+                exchange.sendResponseHeaders(200, COMPLETION.length);
+                exchange.getResponseBody().write(COMPLETION);
+                exchange.close();
+                return;
+            }
+            int events = param(query, "events");
+            int interval = param(query, "interval");
+            int first = param(query, "first");
+            exchange.getResponseHeaders().set("Content-Type", "text/event-stream");
+            exchange.sendResponseHeaders(200, 0);
+            OutputStream out = exchange.getResponseBody();
+            out.flush();
+            try {
+                Thread.sleep(first);
+                for (int i = 0; i < events; i++) {
+                    if (i > 0) {
+                        Thread.sleep(interval); // the pace of a model generating tokens
+                    }
+                    out.write(("data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"t\":"
+                            + System.nanoTime() + ",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"token " + i
+                            + "\"}}]}\n\n").getBytes(StandardCharsets.UTF_8));
+                    out.flush();
+                }
+                out.write("data: [DONE]\n\n".getBytes(StandardCharsets.UTF_8));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            exchange.close();
+        }
+
+        private static int param(String query, String name) {
+            Matcher m = Pattern.compile("(?:^|&)" + name + "=(\\d+)").matcher(query);
+            return m.find() ? Integer.parseInt(m.group(1)) : 0;
+        }
+    }
+
+    // --- plumbing ---
+
+    /** A raw HTTP/1.1 keep-alive connection: the cheapest client this JDK can be. */
+    static final class Conn implements AutoCloseable {
+        private final Socket socket;
+        private final InputStream in;
+        private final OutputStream out;
+        private final StringBuilder line = new StringBuilder();
+        int status;
+        private long contentLength;
+        private boolean chunked;
+
+        Conn(int port) throws IOException {
+            socket = new Socket();
+            socket.setTcpNoDelay(true);
+            socket.connect(new InetSocketAddress(LOOPBACK, port), 10_000);
+            socket.setSoTimeout(60_000);
+            in = new BufferedInputStream(socket.getInputStream(), 8192);
+            out = socket.getOutputStream();
+        }
+
+        static byte[] completionRequest() {
+            return request("/v1/chat/completions", "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\","
+                    + "\"content\":\"Write one sentence about foxes.\"}]}");
+        }
+
+        static byte[] streamRequest(int events, int interval, int first) {
+            return request("/v1/chat/completions?events=" + events + "&interval=" + interval + "&first=" + first,
+                    "{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Count.\"}]}");
+        }
+
+        private static byte[] request(String path, String body) {
+            return ("POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    + "Authorization: Bearer sk-bench\r\nContent-Length: " + body.length() + "\r\n\r\n" + body)
+                    .getBytes(StandardCharsets.UTF_8);
+        }
+
+        void send(byte[] request) throws IOException {
+            out.write(request);
+        }
+
+        void readHead() throws IOException {
+            String statusLine = readLine();
+            status = Integer.parseInt(statusLine.substring(9, 12));
+            contentLength = -1;
+            chunked = false;
+            for (String h = readLine(); !h.isEmpty(); h = readLine()) {
+                int colon = h.indexOf(':');
+                String name = h.substring(0, colon);
+                if (name.equalsIgnoreCase("Content-Length")) {
+                    contentLength = Long.parseLong(h.substring(colon + 1).trim());
+                } else if (name.equalsIgnoreCase("Transfer-Encoding")) {
+                    chunked = h.substring(colon + 1).trim().equalsIgnoreCase("chunked");
+                }
+            }
+        }
+
+        void readBody() throws IOException {
+            if (chunked) {
+                while (nextChunk() != null) {
+                    // drained
+                }
+            } else if (contentLength > 0) {
+                in.skipNBytes(contentLength); // throws EOFException when the body is cut short
+            }
+        }
+
+        byte[] nextChunk() throws IOException {
+            int size = Integer.parseInt(readLine().trim(), 16);
+            if (size == 0) {
+                readLine();
+                return null;
+            }
+            byte[] chunk = in.readNBytes(size);
+            if (chunk.length < size) {
+                throw new IOException("connection closed inside a chunk");
+            }
+            readLine();
+            return chunk;
+        }
+
+        private String readLine() throws IOException {
+            line.setLength(0);
+            for (int b = in.read(); b != '\n'; b = in.read()) {
+                if (b < 0) {
+                    throw new IOException("connection closed");
+                }
+                if (b != '\r') {
+                    line.append((char) b);
+                }
+            }
+            return line.toString();
+        }
+
+        @Override
+        public void close() throws IOException {
+            socket.close();
+        }
+    }
+
+    /** A child JVM whose CPU and memory are read from /proc. */
+    static final class Jvm implements AutoCloseable {
+        final Process process;
+        final List<String> command;
+        final Path stderr;
+        int port;
+        Path log;
+
+        private Jvm(Process process, List<String> command, Path stderr) {
+            this.process = process;
+            this.command = command;
+            this.stderr = stderr;
+        }
+
+        static Jvm start(Path stderr, List<String> command) throws IOException {
+            Process p = new ProcessBuilder(command).redirectError(stderr.toFile())
+                    .redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+            return new Jvm(p, command, stderr);
+        }
+
+        int awaitPort(String pattern) throws IOException, InterruptedException {
+            Pattern p = Pattern.compile(pattern);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (System.nanoTime() < deadline) {
+                Matcher m = p.matcher(Files.readString(stderr));
+                if (m.find()) {
+                    return Integer.parseInt(m.group(1));
+                }
+                if (!process.isAlive()) {
+                    break;
+                }
+                Thread.sleep(5); // polling a file another process writes; nothing to wait on
+            }
+            throw new IOException("no '" + pattern + "' from " + command + ":\n" + Files.readString(stderr));
+        }
+
+        long cpuNanos() throws IOException {
+            return cpuNanos("/proc/" + process.pid() + "/stat");
+        }
+
+        static long selfCpuNanos() throws IOException {
+            return cpuNanos("/proc/self/stat");
+        }
+
+        private static long cpuNanos(String stat) throws IOException {
+            String text = Files.readString(Path.of(stat));
+            String[] fields = text.substring(text.lastIndexOf(')') + 2).split(" ");
+            return (Long.parseLong(fields[11]) + Long.parseLong(fields[12])) * TICK_NANOS;
+        }
+
+        long peakRssMb() throws IOException {
+            for (String l : Files.readAllLines(Path.of("/proc/" + process.pid() + "/status"))) {
+                if (l.startsWith("VmHWM:")) {
+                    return Long.parseLong(l.replaceAll("\\D", "")) / 1024;
+                }
+            }
+            return -1;
+        }
+
+        /** Used heap in KB right after a full GC, read with jcmd. */
+        long usedHeapAfterGcKb() throws IOException, InterruptedException {
+            String jcmd = Path.of(System.getProperty("java.home"), "bin", "jcmd").toString();
+            new ProcessBuilder(jcmd, String.valueOf(process.pid()), "GC.run")
+                    .redirectOutput(ProcessBuilder.Redirect.DISCARD).start().waitFor();
+            Process info = new ProcessBuilder(jcmd, String.valueOf(process.pid()), "GC.heap_info").start();
+            String text = new String(info.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            info.waitFor();
+            Matcher m = Pattern.compile("used (\\d+)K").matcher(text);
+            if (!m.find()) {
+                throw new IOException("no heap figure in: " + text);
+            }
+            return Long.parseLong(m.group(1));
+        }
+
+        void terminate() throws InterruptedException {
+            process.toHandle().destroy();
+            process.waitFor(30, TimeUnit.SECONDS);
+        }
+
+        @Override
+        public void close() {
+            try {
+                process.getOutputStream().close();
+                terminate();
+            } catch (IOException | InterruptedException e) {
+                process.destroyForcibly();
+            }
+            process.destroyForcibly();
+        }
+    }
+
+    /** Collects values (µs) and reads percentiles. */
+    static final class Histogram {
+        private long[] values = new long[1024];
+        private int size;
+
+        synchronized void add(long v) {
+            if (size == values.length) {
+                values = Arrays.copyOf(values, size * 2);
+            }
+            values[size++] = v;
+        }
+
+        synchronized void addAll(long[] vs, int n) {
+            if (size + n > values.length) {
+                values = Arrays.copyOf(values, Math.max(size + n, values.length * 2));
+            }
+            System.arraycopy(vs, 0, values, size, n);
+            size += n;
+        }
+
+        synchronized long p(double percentile) {
+            if (size == 0) {
+                return 0;
+            }
+            long[] sorted = Arrays.copyOf(values, size);
+            Arrays.sort(sorted);
+            return sorted[(int) Math.min(size - 1, Math.ceil(percentile / 100 * size) - 1)];
+        }
+
+        long max() {
+            return p(100);
+        }
+    }
+
+    private void row(String... cells) {
+        table.add(cells);
+        System.out.println("  " + String.join("  |  ", cells));
+    }
+
+    private void errors(Load direct, Load proxied) {
+        if (direct.errors > 0 || proxied.errors > 0) {
+            row("  errors", String.valueOf(direct.errors), String.valueOf(proxied.errors), "");
+        }
+    }
+
+    private static void progress(String what) {
+        System.out.println("- " + what);
+    }
+
+    private static String machine() throws IOException {
+        String cpu = "unknown CPU";
+        for (String l : Files.readAllLines(Path.of("/proc/cpuinfo"))) {
+            if (l.startsWith("model name")) {
+                cpu = l.substring(l.indexOf(':') + 1).trim();
+                break;
+            }
+        }
+        return Runtime.getRuntime().availableProcessors() + " cores (" + cpu + "), Java "
+                + System.getProperty("java.version") + ", " + System.getProperty("os.name") + " "
+                + System.getProperty("os.arch");
+    }
+
+    private static String fmt(double v) {
+        return String.format(Locale.ROOT, "%,.0f", v);
+    }
+
+    private static String ms(long micros) {
+        return String.format(Locale.ROOT, "%.2f", micros / 1000.0);
+    }
+
+    private static String ratio(double a, double b) {
+        return String.format(Locale.ROOT, "%.2fx", a / b);
+    }
+
+    private static String pct(long part, long whole) {
+        return String.format(Locale.ROOT, "%+.0f%%", 100.0 * part / Math.max(1, whole));
+    }
+}

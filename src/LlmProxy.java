@@ -486,6 +486,14 @@ public final class LlmProxy {
         }
 
         static Proxy start(Config config, PrintStream err) {
+            Limits limits = Limits.fromSystem();
+            if (System.getProperty("jdk.httpserver.maxConnections") == null && limits.maxConnections() > 0) {
+                System.setProperty("jdk.httpserver.maxConnections", String.valueOf(limits.maxConnections()));
+            }
+            return start(config, limits, err);
+        }
+
+        static Proxy start(Config config, Limits limits, PrintStream err) {
             tuneServerProperties();
             LogWriter log = LogWriter.open(config.logFile(), config.logMaxBody(), err);
             HttpServer server;
@@ -512,14 +520,15 @@ public final class LlmProxy {
                     .build();
             IdleWatchdog watchdog = new IdleWatchdog(config.timeout());
             ExecutorService handlers = Executors.newVirtualThreadPerTaskExecutor();
-            Forwarder forwarder = new Forwarder(config, client, watchdog, log, err);
+            Forwarder forwarder = new Forwarder(config, limits.maxExchanges(), client, watchdog, log);
             server.createContext("/", forwarder::handle);
             server.setExecutor(handlers);
             server.start();
             Proxy proxy = new Proxy(server, handlers, client, watchdog, log, forwarder, err);
             InetAddress host = config.host();
             err.println("llmproxy " + VERSION + " listening on http://" + hostPort(host, proxy.port())
-                    + " -> " + config.target() + ", logging to " + config.logFile().toAbsolutePath());
+                    + " -> " + config.target() + ", logging to " + config.logFile().toAbsolutePath()
+                    + ", up to " + limits.maxExchanges() + " exchanges at once");
             if (!host.isLoopbackAddress()) {
                 err.println("llmproxy: WARNING: listening on " + host.getHostAddress()
                         + ", not loopback: anyone who can reach this port uses the --add-header values"
@@ -571,6 +580,55 @@ public final class LlmProxy {
         }
     }
 
+    /**
+     * How many exchanges may run at once, and how many client connections the server keeps.
+     * Past the first, new exchanges get a 503 instead of slowing every stream or exhausting the
+     * heap; past the second the server resets new connections. Both follow the heap size (-Xmx)
+     * and the open-file limit, so a small heap or a low ulimit is still safe; each can be set
+     * with -Dllmproxy.maxExchanges and -Djdk.httpserver.maxConnections.
+     */
+    record Limits(int maxExchanges, int maxConnections) {
+        /** Heap an open stream holds, measured at ~72 KB (make bench), plus room for the collector. */
+        static final long HEAP_PER_EXCHANGE = 128 * 1024;
+        /** Heap a connection holds in the JDK server (its buffers) while it waits for an answer. */
+        static final long HEAP_PER_CONNECTION = 16 * 1024;
+        /** Heap the proxy needs before its first exchange. */
+        static final long BASE_HEAP = 24L << 20;
+        /** File descriptors kept for the JVM, the log, and the like. */
+        static final long RESERVED_FILES = 256;
+
+        static Limits fromSystem() {
+            long heap = Math.max(0, Runtime.getRuntime().maxMemory() - BASE_HEAP);
+            long files = openFileLimit();
+            // Half the heap for open exchanges; each also holds two sockets (client and upstream),
+            // and a tenth of the descriptors stays free for connections that are to get a 503.
+            long byHeap = heap / 2 / HEAP_PER_EXCHANGE;
+            long byFiles = files > 0 ? (files - RESERVED_FILES) * 45 / 100 : Integer.MAX_VALUE;
+            int maxExchanges = Integer.getInteger("llmproxy.maxExchanges", (int) Math.max(1, Math.min(byHeap, byFiles)));
+            // A quarter of the heap for connections waiting for their 503: a burst of them must not
+            // fill the heap, or the JDK's own threads die of OutOfMemoryError.
+            long connectionsByHeap = maxExchanges + heap / 4 / HEAP_PER_CONNECTION;
+            long connectionsByFiles = files > 0 ? files - RESERVED_FILES - maxExchanges : Integer.MAX_VALUE;
+            int maxConnections = (int) Math.max(1, Math.min(connectionsByHeap, connectionsByFiles));
+            return new Limits(maxExchanges, maxConnections);
+        }
+
+        /** The soft limit on open files from /proc, or -1 where that cannot be read. */
+        private static long openFileLimit() {
+            try {
+                for (String line : Files.readAllLines(Path.of("/proc/self/limits"))) {
+                    if (line.startsWith("Max open files")) {
+                        String soft = line.substring("Max open files".length()).trim().split("\\s+")[0];
+                        return soft.equals("unlimited") ? -1 : Long.parseLong(soft);
+                    }
+                }
+            } catch (IOException | RuntimeException e) {
+                // not Linux: rely on the heap limit alone
+            }
+            return -1;
+        }
+    }
+
     // --- forwarding ---
 
     /** Handles one exchange: builds the upstream request, streams the answer back, records it. */
@@ -583,23 +641,23 @@ public final class LlmProxy {
         private static final int MAX_BUFFER = 16 * 1024;
 
         private final Config config;
+        private final int maxExchanges;
         private final HttpClient client;
         private final IdleWatchdog watchdog;
         private final LogWriter log;
-        private final PrintStream err;
         final AtomicInteger inFlight = new AtomicInteger();
         volatile boolean closing;
 
-        Forwarder(Config config, HttpClient client, IdleWatchdog watchdog, LogWriter log, PrintStream err) {
+        Forwarder(Config config, int maxExchanges, HttpClient client, IdleWatchdog watchdog, LogWriter log) {
             this.config = config;
+            this.maxExchanges = maxExchanges;
             this.client = client;
             this.watchdog = watchdog;
             this.log = log;
-            this.err = err;
         }
 
         void handle(HttpExchange exchange) {
-            inFlight.incrementAndGet();
+            boolean admitted = inFlight.incrementAndGet() <= maxExchanges;
             Record.Builder record = new Record.Builder(exchange.getRequestMethod(), clientUrl(exchange),
                     exchange.getRequestURI(), config.logMaxBody());
             String requestEncoding = exchange.getRequestHeaders().getFirst("Content-Encoding");
@@ -607,7 +665,7 @@ public final class LlmProxy {
             RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody);
             boolean truncate = false;
             try {
-                truncate = forward(exchange, record, body);
+                truncate = admitted ? forward(exchange, record, body) : refuse(exchange, record, body);
             } catch (Exception e) {
                 // A response already under way can only be cut; otherwise the client gets an answer.
                 truncate = record.status != 0 || answerError(exchange, record, 500, "llmproxy_internal_error",
@@ -624,6 +682,15 @@ public final class LlmProxy {
                 throw new TruncatedResponse();
             }
             exchange.close();
+        }
+
+        /** Answers 503 when the proxy is at its limit; keeps no more of the request than a typical prompt. */
+        private boolean refuse(HttpExchange exchange, Record.Builder record, RequestBody body) {
+            body.drainForLog(RequestBody.SMALL);
+            exchange.getResponseHeaders().set("Retry-After", "1");
+            return answerError(exchange, record, 503, "llmproxy_overloaded", Record.Outcome.REJECTED,
+                    "llmproxy is at its limit of " + maxExchanges + " exchanges at once; retry shortly"
+                            + " (the limit follows the heap size, -Xmx, or -Dllmproxy.maxExchanges)");
         }
 
         /** Runs the exchange; returns true when the client's response must be cut short. */
@@ -1042,12 +1109,17 @@ public final class LlmProxy {
          * it: the record must still hold the prompt. Stops once the capture is full.
          */
         void drainForLog() {
+            drainForLog(Long.MAX_VALUE);
+        }
+
+        /** As {@link #drainForLog()}, reading at most {@code limit} bytes. */
+        void drainForLog(long limit) {
             Pump current = pump;
             if (current != null) {
                 current.cancel();
             }
             try {
-                while (!capture.isFull() && readChunk() != null) {
+                while (!capture.isFull() && capture.total() < limit && readChunk() != null) {
                     // each chunk is mirrored into the capture by readChunk
                 }
             } catch (IOException e) {
@@ -1455,7 +1527,15 @@ public final class LlmProxy {
                     return;
                 }
                 if (record != null) {
-                    write(record);
+                    try {
+                        write(record);
+                    } catch (RuntimeException | OutOfMemoryError e) {
+                        // One record that cannot be formatted (or a heap full for a moment) must
+                        // not end the thread that writes all the others.
+                        if (failed.getAndIncrement() == 0) {
+                            err.println("llmproxy: cannot write a record to " + file + ": " + e);
+                        }
+                    }
                     if (flushDue == Long.MAX_VALUE) {
                         flushDue = System.nanoTime() + FLUSH_NANOS;
                     }

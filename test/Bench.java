@@ -31,6 +31,8 @@ import java.util.regex.Pattern;
  * run, and prints one table. The mock upstream and the proxy each run in their own JVM, so the
  * proxy's CPU and memory are read from /proc, and this process (the load client) reports its own.
  * {@code make bench-quick} runs a shorter subset. Every load loop here is bounded in time.
+ * {@code ./build.sh bench --only scale,heap} runs some parts only: requests (closed and open loop,
+ * streaming fidelity, time to headers), logging, scale, heap, overload, startup.
  */
 public final class Bench {
     static final InetAddress LOOPBACK = InetAddress.getLoopbackAddress();
@@ -39,13 +41,15 @@ public final class Bench {
     static final long TICK_NANOS = 10_000_000L; // /proc/<pid>/stat counts CPU in 1/100 s on Linux
 
     private final boolean quick;
+    private final List<String> only;
     private final List<String[]> table = new ArrayList<>();
     private final Path work;
     private Jvm upstream;
     private int upstreamPort;
 
-    private Bench(boolean quick) throws IOException {
+    private Bench(boolean quick, List<String> only) throws IOException {
         this.quick = quick;
+        this.only = only;
         this.work = Files.createTempDirectory("llmproxy-bench");
     }
 
@@ -54,13 +58,22 @@ public final class Bench {
             MockUpstream.serve();
             return;
         }
+        if (args.length == 3 && args[0].equals("streams")) { // for profiling: streams PORT N (30 events, 500 ms)
+            Streams s = streams(Integer.parseInt(args[1]), Integer.parseInt(args[2]), 30, 500, 0, 2500);
+            System.out.printf(Locale.ROOT, "%d complete, %d rejected, %d failed, steady p99 %s ms%n", s.completed,
+                    s.rejected, s.failed, ms(s.steadyDelay.p(99)));
+            return;
+        }
         if (args.length == 4 && args[0].equals("load")) { // for profiling: load PORT CONNECTIONS SECONDS
             Load load = closedLoop(Integer.parseInt(args[1]), Integer.parseInt(args[2]), Integer.parseInt(args[3]));
             System.out.printf(Locale.ROOT, "%.0f req/s, p50 %s ms, p99 %s ms, %d errors%n", load.perSecond(),
                     ms(load.latency.p(50)), ms(load.latency.p(99)), load.errors);
             return;
         }
-        new Bench(List.of(args).contains("--quick")).run();
+        List<String> options = List.of(args);
+        int at = options.indexOf("--only");
+        List<String> only = at >= 0 && at + 1 < options.size() ? List.of(options.get(at + 1).split(",")) : List.of();
+        new Bench(options.contains("--quick"), only).run();
     }
 
     // --- the run ---
@@ -72,64 +85,26 @@ public final class Bench {
         upstreamPort = upstream.awaitPort("upstream port (\\d+)");
         try {
             int seconds = quick ? 2 : 5;
-            try (Jvm proxy = startProxy(List.of())) {
-                progress("warm-up");
-                closedLoop(upstreamPort, 16, 2);
-                closedLoop(proxy.port, 16, quick ? 4 : 12); // the JIT needs ~50k requests
-                for (int connections : new int[] {1, 16, 64}) {
-                    progress("closed loop, " + connections + " connections");
-                    Load direct = closedLoop(upstreamPort, connections, seconds);
-                    long cpu = proxy.cpuNanos();
-                    Load proxied = closedLoop(proxy.port, connections, seconds);
-                    long perRequest = (proxy.cpuNanos() - cpu) / Math.max(1, proxied.requests) / 1000;
-                    row("non-streaming, " + connections + " conn: req/s", fmt(direct.perSecond()), fmt(proxied.perSecond()),
-                            ratio(proxied.perSecond(), direct.perSecond()));
-                    row("  p50 / p99 latency (ms)", ms(direct.latency.p(50)) + " / " + ms(direct.latency.p(99)),
-                            ms(proxied.latency.p(50)) + " / " + ms(proxied.latency.p(99)),
-                            "+" + ms(proxied.latency.p(50) - direct.latency.p(50)) + " / +"
-                                    + ms(proxied.latency.p(99) - direct.latency.p(99)));
-                    row("  proxy CPU per request (µs)", "", String.valueOf(perRequest),
-                            "client " + direct.clientMicrosPerRequest() + " / " + proxied.clientMicrosPerRequest()
-                                    + " µs/req");
-                    errors(direct, proxied);
+            if (wanted("requests")) {
+                requests(seconds);
+            }
+            if (wanted("logging")) {
+                loggingCost(seconds);
+            }
+            if (wanted("scale")) {
+                for (int n : quick ? new int[] {1000} : new int[] {1000, 5000, 10000}) {
+                    scale(n);
                 }
-                progress("open loop, 500 req/s");
-                Load directOpen = openLoop(upstreamPort, 500, seconds);
-                Load proxiedOpen = openLoop(proxy.port, 500, seconds);
-                row("open loop 500 req/s: p50 / p99 (ms)",
-                        ms(directOpen.latency.p(50)) + " / " + ms(directOpen.latency.p(99)),
-                        ms(proxiedOpen.latency.p(50)) + " / " + ms(proxiedOpen.latency.p(99)),
-                        "added " + ms(proxiedOpen.latency.p(50) - directOpen.latency.p(50)) + " / "
-                                + ms(proxiedOpen.latency.p(99) - directOpen.latency.p(99)));
-                errors(directOpen, proxiedOpen);
-
-                progress("streaming fidelity");
-                Streams directStreams = streams(upstreamPort, 20, 50, 20, 0, 0);
-                Streams proxiedStreams = streams(proxy.port, 20, 50, 20, 0, 0);
-                row("20 streams x 50 events, 20 ms: event delay p50 / p99 / max (ms)",
-                        ms(directStreams.delay.p(50)) + " / " + ms(directStreams.delay.p(99)) + " / " + ms(directStreams.delay.max()),
-                        ms(proxiedStreams.delay.p(50)) + " / " + ms(proxiedStreams.delay.p(99)) + " / " + ms(proxiedStreams.delay.max()),
-                        "added p99 " + ms(proxiedStreams.delay.p(99) - directStreams.delay.p(99)));
-                row("  events coalesced with the next one", String.valueOf(directStreams.coalesced),
-                        String.valueOf(proxiedStreams.coalesced), proxiedStreams.completed + "/20 streams complete");
-
-                progress("time to headers");
-                long[] directFirst = firstByte(upstreamPort, 5);
-                long[] proxiedFirst = firstByte(proxy.port, 5);
-                row("time to headers, first event at 300 ms (ms)", ms(directFirst[0]), ms(proxiedFirst[0]),
-                        "+" + ms(proxiedFirst[0] - directFirst[0]));
-                row("time to first event (ms)", ms(directFirst[1]), ms(proxiedFirst[1]),
-                        "+" + ms(proxiedFirst[1] - directFirst[1]));
             }
-            loggingCost(seconds);
-            for (int n : quick ? new int[] {1000} : new int[] {1000, 5000, 10000}) {
-                scale(n);
+            if (wanted("heap") && (!quick || !only.isEmpty())) {
+                heapPerStream(quick ? 1000 : 5000);
             }
-            if (!quick) {
-                heapPerStream(5000);
+            if (wanted("overload") && (!quick || !only.isEmpty())) {
                 overload(10000);
             }
-            startup(quick ? 3 : 5);
+            if (wanted("startup")) {
+                startup(quick ? 3 : 5);
+            }
         } finally {
             upstream.close();
         }
@@ -140,6 +115,62 @@ public final class Bench {
             System.out.println("| " + String.join(" | ", r) + " |");
         }
         System.out.printf(Locale.ROOT, "%nbench finished in %d s%n", TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - started));
+    }
+
+    private boolean wanted(String part) {
+        return only.isEmpty() || only.contains(part);
+    }
+
+    private void requests(int seconds) throws Exception {
+        try (Jvm proxy = startProxy(List.of())) {
+            progress("warm-up");
+            closedLoop(upstreamPort, 16, 2);
+            closedLoop(proxy.port, 16, quick ? 4 : 12); // the JIT needs ~50k requests
+            for (int connections : new int[] {1, 16, 64}) {
+                progress("closed loop, " + connections + " connections");
+                Load direct = closedLoop(upstreamPort, connections, seconds);
+                long cpu = proxy.cpuNanos();
+                Load proxied = closedLoop(proxy.port, connections, seconds);
+                long perRequest = (proxy.cpuNanos() - cpu) / Math.max(1, proxied.requests) / 1000;
+                row("non-streaming, " + connections + " conn: req/s", fmt(direct.perSecond()), fmt(proxied.perSecond()),
+                        ratio(proxied.perSecond(), direct.perSecond()));
+                row("  p50 / p99 latency (ms)", ms(direct.latency.p(50)) + " / " + ms(direct.latency.p(99)),
+                        ms(proxied.latency.p(50)) + " / " + ms(proxied.latency.p(99)),
+                        "+" + ms(proxied.latency.p(50) - direct.latency.p(50)) + " / +"
+                                + ms(proxied.latency.p(99) - direct.latency.p(99)));
+                row("  proxy CPU per request (µs)", "", String.valueOf(perRequest),
+                        "client " + direct.clientMicrosPerRequest() + " / " + proxied.clientMicrosPerRequest()
+                                + " µs/req");
+                errors(direct, proxied);
+            }
+            progress("open loop, 500 req/s");
+            Load directOpen = openLoop(upstreamPort, 500, seconds);
+            Load proxiedOpen = openLoop(proxy.port, 500, seconds);
+            row("open loop 500 req/s: p50 / p99 (ms)",
+                    ms(directOpen.latency.p(50)) + " / " + ms(directOpen.latency.p(99)),
+                    ms(proxiedOpen.latency.p(50)) + " / " + ms(proxiedOpen.latency.p(99)),
+                    "added " + ms(proxiedOpen.latency.p(50) - directOpen.latency.p(50)) + " / "
+                            + ms(proxiedOpen.latency.p(99) - directOpen.latency.p(99)));
+            errors(directOpen, proxiedOpen);
+
+            progress("streaming fidelity");
+            Streams directStreams = streams(upstreamPort, 20, 50, 20, 0, 0);
+            Streams proxiedStreams = streams(proxy.port, 20, 50, 20, 0, 0);
+            row("20 streams x 50 events, 20 ms: event delay p50 / p99 / max (ms)",
+                    ms(directStreams.delay.p(50)) + " / " + ms(directStreams.delay.p(99)) + " / " + ms(directStreams.delay.max()),
+                    ms(proxiedStreams.delay.p(50)) + " / " + ms(proxiedStreams.delay.p(99)) + " / " + ms(proxiedStreams.delay.max()),
+                    "added p99 " + ms(proxiedStreams.delay.p(99) - directStreams.delay.p(99)));
+            row("  events coalesced with the next one", String.valueOf(directStreams.coalesced),
+                    String.valueOf(proxiedStreams.coalesced), proxiedStreams.completed + "/20 streams complete");
+
+            progress("time to headers");
+            long[] directFirst = firstByte(upstreamPort, 5);
+            long[] proxiedFirst = firstByte(proxy.port, 5);
+            row("time to headers, first event at 300 ms (ms)", ms(directFirst[0]), ms(proxiedFirst[0]),
+                    "+" + ms(proxiedFirst[0] - directFirst[0]));
+            row("time to first event (ms)", ms(directFirst[1]), ms(proxiedFirst[1]),
+                    "+" + ms(proxiedFirst[1] - directFirst[1]));
+        }
     }
 
     private int proxies;

@@ -571,6 +571,44 @@ class ProxyTest {
     }
 
     @Test
+    void refusesExchangesBeyondTheLimitWith503AndARecord() throws Exception {
+        CountDownLatch release = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 0);
+            TestSupport.sendChunk(exchange.getResponseBody(), "data: held\n\n");
+            if (exchange.getRequestURI().getPath().equals("/held")) {
+                TestSupport.await(release, "the test to release the first stream");
+            }
+            TestSupport.sendChunk(exchange.getResponseBody(), "data: end\n\n");
+            exchange.getResponseBody().close();
+        }); var proxy = new TestSupport.RunningProxy(dir.resolve("log.csv"), new LlmProxy.Limits(1, 0), Map.of(),
+                "--target-url", upstream.url());
+             var held = new TestSupport.RawClient(proxy.port())) {
+            held.send("GET /held HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            held.readUntil("data: held\n\n");
+            var refused = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/second")))
+                    .POST(HttpRequest.BodyPublishers.ofString("the second prompt")).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(503, refused.statusCode());
+            assertEquals("1", refused.headers().firstValue("Retry-After").orElseThrow());
+            assertTrue(refused.body().contains("\"llmproxy_overloaded\""), refused.body());
+            release.countDown();
+            assertEquals("data: end\n\n", held.readUntil("data: end\n\n"), "the admitted stream completes");
+            assertNull(held.nextChunk());
+            var after = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/third"))).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(200, after.statusCode(), "the slot is free again");
+            List<List<String>> records = proxy.records();
+            assertEquals(3, records.size());
+            var second = records.stream().filter(r -> r.get(1).endsWith("/second")).findFirst().orElseThrow();
+            assertEquals("the second prompt", second.get(2));
+            assertEquals(refused.body(), second.get(3));
+            assertTrue(proxy.stderr().contains("POST /second 503 "), proxy.stderr());
+            assertTrue(proxy.stderr().contains(" rejected ("), proxy.stderr());
+        }
+    }
+
+    @Test
     void printsOneLinePerExchangeOnStderr() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> {
             exchange.sendResponseHeaders(201, 5);

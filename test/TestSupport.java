@@ -118,12 +118,18 @@ final class TestSupport {
         final ByteArrayOutputStream stderr = new ByteArrayOutputStream();
 
         RunningProxy(Path log, Map<String, String> env, String... args) {
+            this(log, null, env, args);
+        }
+
+        /** A proxy with the given limits instead of those derived from this JVM. */
+        RunningProxy(Path log, LlmProxy.Limits limits, Map<String, String> env, String... args) {
             this.log = log;
             List<String> all = new ArrayList<>(List.of("--port", "0", "--log-file", log.toString()));
             all.addAll(List.of(args));
             var command = LlmProxy.Cli.parse(all.toArray(String[]::new), env::get);
             var config = ((LlmProxy.Cli.Command.Run) command).config();
-            proxy = LlmProxy.Proxy.start(config, new PrintStream(stderr, true, StandardCharsets.UTF_8));
+            var err = new PrintStream(stderr, true, StandardCharsets.UTF_8);
+            proxy = limits == null ? LlmProxy.Proxy.start(config, err) : LlmProxy.Proxy.start(config, limits, err);
         }
 
         int port() {

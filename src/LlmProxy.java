@@ -52,6 +52,8 @@ import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.net.http.HttpTimeoutException;
 import java.nio.ByteBuffer;
+import java.security.Provider;
+import java.security.SecureRandom;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
@@ -88,6 +90,16 @@ import java.util.zip.GZIPInputStream;
 import java.util.zip.Inflater;
 import java.util.zip.ZipException;
 
+import javax.net.ssl.KeyManager;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLContextSpi;
+import javax.net.ssl.SSLEngine;
+import javax.net.ssl.SSLParameters;
+import javax.net.ssl.SSLServerSocketFactory;
+import javax.net.ssl.SSLSessionContext;
+import javax.net.ssl.SSLSocketFactory;
+import javax.net.ssl.TrustManager;
+
 /** Entry point: parses the command line, starts the proxy, and stops it cleanly on SIGINT/SIGTERM. */
 public final class LlmProxy {
     static final String VERSION = "0.1.0";
@@ -115,32 +127,29 @@ public final class LlmProxy {
             err.println("Run 'llmproxy --help' for usage.");
             return 2;
         }
-        switch (command) {
-            case Cli.Command.Help help -> {
-                out.print(Cli.HELP);
-                return 0;
-            }
-            case Cli.Command.Version version -> {
-                out.println("llmproxy " + VERSION);
-                return 0;
-            }
-            case Cli.Command.Run run -> {
-                Proxy proxy;
-                try {
-                    proxy = Proxy.start(run.config(), err);
-                } catch (StartupException e) {
-                    err.println("llmproxy: " + e.getMessage());
-                    return 1;
-                }
-                Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-                    proxy.shutdown(Proxy.shutdownGrace());
-                    // A JVM ended by a signal exits 128+signal even after a clean shutdown; the
-                    // user asked us to stop, everything is flushed, so report success.
-                    Runtime.getRuntime().halt(0);
-                }, "llmproxy-shutdown"));
-                return 0;
-            }
+        // instanceof rather than a pattern switch: that one is bootstrapped at run time, ~10 ms of start-up
+        if (command instanceof Cli.Command.Help) {
+            out.print(Cli.HELP);
+            return 0;
         }
+        if (command instanceof Cli.Command.Version) {
+            out.println("llmproxy " + VERSION);
+            return 0;
+        }
+        Proxy proxy;
+        try {
+            proxy = Proxy.start(((Cli.Command.Run) command).config(), err);
+        } catch (StartupException e) {
+            err.println("llmproxy: " + e.getMessage());
+            return 1;
+        }
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            proxy.shutdown(Proxy.shutdownGrace());
+            // A JVM ended by a signal exits 128+signal even after a clean shutdown; the
+            // user asked us to stop, everything is flushed, so report success.
+            Runtime.getRuntime().halt(0);
+        }, "llmproxy-shutdown"));
+        return 0;
     }
 
     // --- command line ---
@@ -476,12 +485,17 @@ public final class LlmProxy {
         }
 
         /**
-         * Server settings read once, when the first HttpServer is created. Without nodelay the
-         * last chunk of each response waits for the client's delayed ACK (~40 ms).
+         * JDK settings read once, when the first server or client is created; a user's -D wins.
+         * Without nodelay the last chunk of each response waits for the client's delayed ACK
+         * (~40 ms). The client's read buffer stays with each upstream connection for as long as
+         * it is open: 16 KB by default, of an open stream's ~70 KB; LLM events fit in 4 KB.
          */
-        static void tuneServerProperties() {
+        static void tuneJdkProperties() {
             if (System.getProperty("sun.net.httpserver.nodelay") == null) {
                 System.setProperty("sun.net.httpserver.nodelay", "true");
+            }
+            if (System.getProperty("jdk.httpclient.bufsize") == null) {
+                System.setProperty("jdk.httpclient.bufsize", "4096");
             }
         }
 
@@ -494,7 +508,7 @@ public final class LlmProxy {
         }
 
         static Proxy start(Config config, Limits limits, PrintStream err) {
-            tuneServerProperties();
+            tuneJdkProperties();
             LogWriter log = LogWriter.open(config.logFile(), config.logMaxBody(), err);
             HttpServer server;
             try {
@@ -507,9 +521,13 @@ public final class LlmProxy {
                 log.close();
                 throw new StartupException("cannot listen on " + hostPort(config.host(), config.port()) + ": " + e);
             }
-            HttpClient client = HttpClient.newBuilder()
-                    .version(config.target().getScheme().equalsIgnoreCase("https")
-                            ? HttpClient.Version.HTTP_2 : HttpClient.Version.HTTP_1_1)
+            boolean https = config.target().getScheme().equalsIgnoreCase("https");
+            HttpClient.Builder clientBuilder = HttpClient.newBuilder();
+            if (!https) {
+                clientBuilder.sslContext(PlainHttpOnly.CONTEXT).sslParameters(new SSLParameters());
+            }
+            HttpClient client = clientBuilder
+                    .version(https ? HttpClient.Version.HTTP_2 : HttpClient.Version.HTTP_1_1)
                     .followRedirects(HttpClient.Redirect.NEVER)
                     .connectTimeout(config.timeout())
                     // The client's follow-up tasks run on the thread that triggers them instead of
@@ -577,6 +595,71 @@ public final class LlmProxy {
         static String hostPort(InetAddress host, int port) {
             String address = host.getHostAddress();
             return (address.indexOf(':') >= 0 ? "[" + address + "]" : address) + ":" + port;
+        }
+    }
+
+    /**
+     * The TLS context of a client that only speaks to an http:// target. The JDK client wants
+     * one even then, and building the default one (TLS provider, cipher suites, the whole
+     * certificate store) took half of llmproxy's start-up time. This one refuses all TLS work.
+     */
+    static final class PlainHttpOnly extends SSLContext {
+        static final SSLContext CONTEXT = new PlainHttpOnly();
+
+        private PlainHttpOnly() {
+            super(new Refusing(), new NoProvider(), "none");
+        }
+
+        /** Every operation is a TLS connection that an http:// target never makes. */
+        private static final class Refusing extends SSLContextSpi {
+            private static UnsupportedOperationException refused() {
+                return new UnsupportedOperationException("llmproxy speaks plain HTTP to its http:// target");
+            }
+
+            @Override
+            protected void engineInit(KeyManager[] km, TrustManager[] tm, SecureRandom random) {
+                throw refused();
+            }
+
+            @Override
+            protected SSLSocketFactory engineGetSocketFactory() {
+                throw refused();
+            }
+
+            @Override
+            protected SSLServerSocketFactory engineGetServerSocketFactory() {
+                throw refused();
+            }
+
+            @Override
+            protected SSLEngine engineCreateSSLEngine() {
+                throw refused();
+            }
+
+            @Override
+            protected SSLEngine engineCreateSSLEngine(String host, int port) {
+                throw refused();
+            }
+
+            @Override
+            protected SSLSessionContext engineGetServerSessionContext() {
+                throw refused();
+            }
+
+            @Override
+            protected SSLSessionContext engineGetClientSessionContext() {
+                throw refused();
+            }
+        }
+
+        /** The provider an SSLContext must name. */
+        private static final class NoProvider extends Provider {
+            @Serial
+            private static final long serialVersionUID = 1L;
+
+            NoProvider() {
+                super("llmproxy-plain-http", "1", "no TLS: the target is http://");
+            }
         }
     }
 

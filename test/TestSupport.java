@@ -28,7 +28,7 @@ import java.util.concurrent.TimeUnit;
 /** Shared pieces of the tests: a fake upstream, a raw HTTP client, a CSV reader, a proxy launcher. */
 final class TestSupport {
     static {
-        LlmProxy.Proxy.tuneServerProperties(); // before any HttpServer exists in this JVM
+        LlmProxy.Proxy.tuneJdkProperties(); // before any HttpServer or HttpClient exists in this JVM
     }
 
     private TestSupport() {}

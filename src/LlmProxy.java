@@ -63,14 +63,19 @@ import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.BasicFileAttributes;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
+import java.time.Instant;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Set;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.ConcurrentHashMap;
@@ -79,6 +84,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Flow;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
@@ -163,7 +169,7 @@ public final class LlmProxy {
 
                 A logging reverse proxy for LLM APIs. Forwards every request to URL, streams
                 each response back as it arrives, and appends one CSV record per exchange
-                (method, url, request body, response body) to the log file.
+                (method, url, request body, response body by default) to the log file.
 
                 Options:
                   -t, --target-url URL       upstream base URL, http:// or https:// (required);
@@ -175,8 +181,18 @@ public final class LlmProxy {
                                              the client's; ${VAR} is read from the environment;
                                              repeatable
                   -l, --log-file PATH        CSV file to append records to (default: log.csv)
+                      --log-columns LIST     columns to log, comma-separated, or all (default:
+                                             method,url,request_body,response_body); also time, id,
+                                             upstream_url, status, outcome, duration_ms, ttfb_ms,
+                                             request_bytes, response_bytes, request_headers,
+                                             response_headers, error
+                      --log-secrets          log credential headers and key query parameters whole
+                                             (by default: Bearer sk-p…3xQz); --add-header values
+                                             are never logged
                       --log-max-body SIZE    log at most SIZE bytes of each body, e.g. 512k, 16m;
                                              the client still gets every byte (default: 16m)
+                      --log-rotate SIZE      when the log exceeds SIZE, rename it with a timestamp
+                                             and start a new one, e.g. 100m (default: off)
                   -T, --timeout MINUTES      longest wait for response headers, and longest silence
                                              inside a response body; decimals allowed (default: 3)
                   -h, --help                 print this help and exit
@@ -202,7 +218,10 @@ public final class LlmProxy {
             String host = null;
             Integer port = null;
             String logFile = null;
+            List<Column> columns = null;
+            boolean secrets = false;
             Long maxBody = null;
+            Long rotate = null;
             Duration timeout = null;
             List<AddedHeader> headers = new ArrayList<>();
             for (int i = 0; i < args.length; i++) {
@@ -220,6 +239,13 @@ public final class LlmProxy {
                     }
                     case "-V", "--version" -> {
                         return new Command.Version();
+                    }
+                    case "--log-secrets" -> {
+                        if (value != null) {
+                            throw new UsageException("--log-secrets takes no value");
+                        }
+                        secrets = true;
+                        continue;
                     }
                     default -> {
                         if (!name.startsWith("-")) {
@@ -240,6 +266,8 @@ public final class LlmProxy {
                     case "--port" -> port = once(option, port, parsePort(value));
                     case "--log-file" -> logFile = once(option, logFile, value);
                     case "--log-max-body" -> maxBody = once(option, maxBody, parseSize(option, value));
+                    case "--log-rotate" -> rotate = once(option, rotate, parseSize(option, value));
+                    case "--log-columns" -> columns = once(option, columns, Column.parse(value));
                     case "--timeout" -> timeout = once(option, timeout, parseMinutes(value));
                     case "--add-header" -> headers.add(AddedHeader.parse(value, env));
                     default -> throw new AssertionError(option);
@@ -254,7 +282,10 @@ public final class LlmProxy {
                     port == null ? 8080 : port,
                     headers,
                     Path.of(logFile == null ? "log.csv" : logFile),
+                    columns == null ? Column.DEFAULT : columns,
+                    secrets,
                     maxBody == null ? 16L << 20 : maxBody,
+                    rotate == null ? 0 : rotate,
                     timeout == null ? Duration.ofMinutes(3) : timeout));
         }
 
@@ -266,6 +297,8 @@ public final class LlmProxy {
                 case "-a", "--add-header" -> "--add-header";
                 case "-l", "--log-file" -> "--log-file";
                 case "--log-max-body" -> "--log-max-body";
+                case "--log-rotate" -> "--log-rotate";
+                case "--log-columns" -> "--log-columns";
                 case "-T", "--timeout" -> "--timeout";
                 default -> throw new UsageException("unknown option " + name);
             };
@@ -350,7 +383,7 @@ public final class LlmProxy {
 
     /** The validated configuration of one proxy. */
     record Config(URI target, InetAddress host, int port, List<AddedHeader> addHeaders, Path logFile,
-                  long logMaxBody, Duration timeout) {
+                  List<Column> logColumns, boolean logSecrets, long logMaxBody, long logRotate, Duration timeout) {
         Config {
             if (!target.isAbsolute() || target.getHost() == null) {
                 throw new UsageException("--target-url must be an absolute URL, got '" + target + "'");
@@ -358,9 +391,13 @@ public final class LlmProxy {
             if (port < 0 || port > 65535) {
                 throw new UsageException("--port must be from 0 to 65535, got " + port);
             }
-            if (logMaxBody < 0) {
-                throw new UsageException("--log-max-body must not be negative");
+            if (logMaxBody < 0 || logRotate < 0) {
+                throw new UsageException("--log-max-body and --log-rotate must not be negative");
             }
+            if (logColumns.isEmpty()) {
+                throw new UsageException("--log-columns needs at least one column");
+            }
+            logColumns = List.copyOf(logColumns);
             if (timeout.isNegative() || timeout.isZero()) {
                 throw new UsageException("--timeout must be positive");
             }
@@ -509,7 +546,7 @@ public final class LlmProxy {
 
         static Proxy start(Config config, Limits limits, PrintStream err) {
             tuneJdkProperties();
-            LogWriter log = LogWriter.open(config.logFile(), config.logMaxBody(), err);
+            LogWriter log = LogWriter.open(config, err);
             HttpServer server;
             try {
                 server = HttpServer.create(new InetSocketAddress(config.host(), config.port()), 1024);
@@ -729,6 +766,9 @@ public final class LlmProxy {
         private final IdleWatchdog watchdog;
         private final LogWriter log;
         final AtomicInteger inFlight = new AtomicInteger();
+        /** Record ids: a random prefix per run, then a counter, e.g. 3f9a2c1e-42. */
+        private final String idPrefix = String.format("%08x-", ThreadLocalRandom.current().nextInt());
+        private final AtomicLong ids = new AtomicLong();
         volatile boolean closing;
 
         Forwarder(Config config, int maxExchanges, HttpClient client, IdleWatchdog watchdog, LogWriter log) {
@@ -741,8 +781,10 @@ public final class LlmProxy {
 
         void handle(HttpExchange exchange) {
             boolean admitted = inFlight.incrementAndGet() <= maxExchanges;
-            Record.Builder record = new Record.Builder(exchange.getRequestMethod(), clientUrl(exchange),
-                    exchange.getRequestURI(), config.logMaxBody());
+            Record.Builder record = new Record.Builder(idPrefix + ids.incrementAndGet(), exchange.getRequestMethod(),
+                    clientUrl(exchange), exchange.getRequestURI(), config.logMaxBody());
+            record.requestHeaders = exchange.getRequestHeaders();
+            record.responseHeaders = exchange.getResponseHeaders();
             String requestEncoding = exchange.getRequestHeaders().getFirst("Content-Encoding");
             record.requestEncoding = requestEncoding == null ? "" : requestEncoding;
             RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody);
@@ -906,7 +948,7 @@ public final class LlmProxy {
             } else {
                 length = 0;
             }
-            record.status = status;
+            record.responseStarted(status);
             try {
                 exchange.sendResponseHeaders(status, length);
             } catch (IOException e) {
@@ -989,8 +1031,8 @@ public final class LlmProxy {
             record.responseBody.write(body, 0, body.length);
             try {
                 exchange.getResponseHeaders().set("Content-Type", "application/json");
+                record.responseStarted(status);
                 exchange.sendResponseHeaders(status, body.length);
-                record.status = status;
                 try (OutputStream out = exchange.getResponseBody()) {
                     out.write(body);
                 }
@@ -1419,9 +1461,13 @@ public final class LlmProxy {
     }
 
     /** What the log keeps of one finished exchange. */
-    record Record(String method, String url, String path, String upstreamUrl, int status, Outcome outcome, String error,
-                  long durationMillis, long requestBytes, long responseBytes,
-                  byte[] requestBody, String requestEncoding, byte[] responseBody, String responseEncoding) {
+    record Record(String id, Instant start, String method, String url, String path, String upstreamUrl, int status,
+                  Outcome outcome, String error, long durationMillis, long ttfbMillis,
+                  Map<String, List<String>> requestHeaders, Map<String, List<String>> responseHeaders,
+                  Body request, Body response) {
+
+        /** A body as the log keeps it: its first bytes, its full length, its Content-Encoding. */
+        record Body(byte[] captured, long total, String encoding) {}
 
         /** How an exchange ended. */
         enum Outcome {
@@ -1432,15 +1478,18 @@ public final class LlmProxy {
             }
         }
 
-        /** One line for stderr: method, path (query hidden: it may hold a key), status, duration, bytes, outcome. */
+        /** One line for stderr: id, method, path (query hidden: it may hold a key), status, duration, bytes, outcome. */
         String summary() {
-            return method + " " + path + " " + (status == 0 ? "-" : String.valueOf(status)) + " " + durationMillis
-                    + "ms " + responseBytes + "B " + outcome.label() + (error == null ? "" : " (" + error + ")");
+            return id + " " + method + " " + path + " " + (status == 0 ? "-" : String.valueOf(status)) + " "
+                    + durationMillis + "ms " + response.total() + "B " + outcome.label()
+                    + (error == null ? "" : " (" + error + ")");
         }
 
         /** Collects an exchange's record while it runs; used by one handler thread. */
         static final class Builder {
             private final long startNanos = System.nanoTime();
+            private final Instant start = Instant.now();
+            private final String id;
             private final String method;
             private final String url;
             private final String path;
@@ -1449,16 +1498,26 @@ public final class LlmProxy {
             String upstreamUrl = "";
             String requestEncoding = "";
             String responseEncoding = "";
+            Map<String, List<String>> requestHeaders = Map.of();
+            Map<String, List<String>> responseHeaders = Map.of();
             int status;
+            private long firstByteNanos;
             private Outcome outcome = Outcome.COMPLETE;
             private String error;
 
-            Builder(String method, String url, URI requested, long maxBody) {
+            Builder(String id, String method, String url, URI requested, long maxBody) {
+                this.id = id;
                 this.method = method;
                 this.url = url;
                 this.path = requested.getRawPath() + (requested.getRawQuery() == null ? "" : "?…");
                 requestBody = new Capture(maxBody);
                 responseBody = new Capture(maxBody);
+            }
+
+            /** Notes that the response's first bytes (its status line and headers) are on their way. */
+            void responseStarted(int code) {
+                status = code;
+                firstByteNanos = System.nanoTime();
             }
 
             /** Marks the exchange as failed; the first failure is the one that counts. */
@@ -1474,67 +1533,244 @@ public final class LlmProxy {
                 if (shuttingDown && end != Outcome.COMPLETE && end != Outcome.REJECTED) {
                     end = Outcome.SHUTDOWN;
                 }
-                return new Record(method, url, path, upstreamUrl, status, end, error,
+                return new Record(id, start, method, url, path, upstreamUrl, status, end, error,
                         TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - startNanos),
-                        requestBody.total(), responseBody.total(), requestBody.bytes(), requestEncoding,
-                        responseBody.bytes(), responseEncoding);
+                        firstByteNanos == 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(firstByteNanos - startNanos),
+                        requestHeaders, responseHeaders,
+                        new Body(requestBody.bytes(), requestBody.total(), requestEncoding),
+                        new Body(responseBody.bytes(), responseBody.total(), responseEncoding));
             }
         }
     }
 
     // --- log writer ---
 
+    /** A column of the log. */
+    enum Column {
+        TIME, ID, METHOD, URL, UPSTREAM_URL, STATUS, OUTCOME, DURATION_MS, TTFB_MS, REQUEST_BYTES, RESPONSE_BYTES,
+        REQUEST_HEADERS, RESPONSE_HEADERS, ERROR, REQUEST_BODY, RESPONSE_BODY;
+
+        static final List<Column> DEFAULT = List.of(METHOD, URL, REQUEST_BODY, RESPONSE_BODY);
+        private static final DateTimeFormatter TIME_FORMAT =
+                DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").withZone(ZoneOffset.UTC);
+
+        String header() {
+            return name().toLowerCase(Locale.ROOT);
+        }
+
+        /** "all", or comma-separated names in the order wanted. */
+        static List<Column> parse(String list) {
+            if (list.trim().equals("all")) {
+                return List.of(values());
+            }
+            List<Column> columns = new ArrayList<>();
+            for (String name : list.split(",", -1)) {
+                Column column = null;
+                for (Column c : values()) {
+                    if (c.header().equals(name.trim())) {
+                        column = c;
+                    }
+                }
+                if (column == null) {
+                    throw new UsageException("--log-columns has no column '" + name.trim() + "'; the columns are "
+                            + String.join(",", List.of(values()).stream().map(Column::header).toList()) + ", or all");
+                }
+                if (columns.contains(column)) {
+                    throw new UsageException("--log-columns names '" + name.trim() + "' twice");
+                }
+                columns.add(column);
+            }
+            return List.copyOf(columns);
+        }
+
+        /** This column's field of a record, redacted as the secrets policy says. */
+        String field(Record r, Secrets secrets, long maxBody) {
+            return switch (this) {
+                case TIME -> TIME_FORMAT.format(r.start());
+                case ID -> r.id();
+                case METHOD -> r.method();
+                case URL -> secrets.url(r.url());
+                case UPSTREAM_URL -> secrets.url(r.upstreamUrl());
+                case STATUS -> r.status() == 0 ? "" : String.valueOf(r.status());
+                case OUTCOME -> r.outcome().label();
+                case DURATION_MS -> String.valueOf(r.durationMillis());
+                case TTFB_MS -> r.ttfbMillis() < 0 ? "" : String.valueOf(r.ttfbMillis());
+                case REQUEST_BYTES -> String.valueOf(r.request().total());
+                case RESPONSE_BYTES -> String.valueOf(r.response().total());
+                case REQUEST_HEADERS -> secrets.headers(r.requestHeaders(), true);
+                case RESPONSE_HEADERS -> secrets.headers(r.responseHeaders(), false);
+                case ERROR -> r.error() == null ? "" : r.error();
+                case REQUEST_BODY -> BodyText.of(r.request(), maxBody);
+                case RESPONSE_BODY -> BodyText.of(r.response(), maxBody);
+            };
+        }
+    }
+
     /**
-     * Appends records to the CSV file from one thread fed by a queue: no request waits on the
-     * disk, records never interleave, and each is flushed within a second.
+     * What the log may show of secrets. By default the values of credential headers and of key
+     * query parameters keep a few characters at each end (Bearer sk-p…3xQz); --log-secrets shows
+     * them whole. Values of --add-header never reach the log in any form.
+     */
+    static final class Secrets {
+        static final Set<String> HEADERS = Set.of("authorization", "proxy-authorization", "x-api-key", "api-key",
+                "x-goog-api-key", "cookie", "set-cookie");
+        static final Set<String> QUERY_PARAMETERS = Set.of("key", "api_key", "access_token");
+        private static final String ADDED = "[set by llmproxy]";
+
+        private final boolean redact;
+        private final List<AddedHeader> added;
+        private final List<String> addedValues;
+
+        Secrets(boolean redact, List<AddedHeader> added) {
+            this.redact = redact;
+            this.added = added;
+            List<String> values = new ArrayList<>();
+            for (AddedHeader header : added) {
+                // the whole value, and its last word alone (the key of "Bearer <key>")
+                String value = header.value();
+                String lastWord = value.substring(value.lastIndexOf(' ') + 1);
+                for (String v : List.of(value, lastWord)) {
+                    if (v.length() >= 6 && !values.contains(v)) {
+                        values.add(v);
+                    }
+                }
+            }
+            values.sort((a, b) -> b.length() - a.length()); // longest first, so a value's parts go with it
+            addedValues = List.copyOf(values);
+        }
+
+        /** Removes every --add-header value from a field about to be logged. */
+        String scrub(String field) {
+            for (String value : addedValues) {
+                if (field.contains(value)) {
+                    field = field.replace(value, ADDED);
+                }
+            }
+            return field;
+        }
+
+        /** "Name: value" lines; request headers the proxy set are named, never shown. */
+        String headers(Map<String, List<String>> headers, boolean request) {
+            StringBuilder out = new StringBuilder();
+            for (Map.Entry<String, List<String>> header : headers.entrySet()) {
+                String name = header.getKey();
+                boolean secret = HEADERS.contains(name.toLowerCase(Locale.ROOT));
+                for (String value : header.getValue()) {
+                    out.append(out.isEmpty() ? "" : "\n").append(name).append(": ")
+                            .append(secret && redact ? mask(value) : value);
+                }
+            }
+            if (request) {
+                for (AddedHeader header : added) {
+                    out.append(out.isEmpty() ? "" : "\n").append(header.name()).append(": ").append(ADDED);
+                }
+            }
+            return out.toString();
+        }
+
+        /** The URL with the values of key-like query parameters masked. */
+        String url(String url) {
+            int query = url.indexOf('?');
+            if (!redact || query < 0) {
+                return url;
+            }
+            StringBuilder out = new StringBuilder(url.length()).append(url, 0, query + 1);
+            String[] parameters = url.substring(query + 1).split("&", -1);
+            for (int i = 0; i < parameters.length; i++) {
+                String parameter = parameters[i];
+                int eq = parameter.indexOf('=');
+                boolean secret = eq > 0 && QUERY_PARAMETERS.contains(parameter.substring(0, eq).toLowerCase(Locale.ROOT));
+                out.append(i > 0 ? "&" : "")
+                        .append(secret ? parameter.substring(0, eq + 1) + mask(parameter.substring(eq + 1)) : parameter);
+            }
+            return out.toString();
+        }
+
+        /** Keeps an auth scheme word and four characters at each end of the secret; short ones show none. */
+        static String mask(String value) {
+            String scheme = "";
+            String secret = value;
+            int space = value.indexOf(' ');
+            if (space > 0 && value.substring(0, space).chars().allMatch(Character::isLetter)) {
+                scheme = value.substring(0, space + 1);
+                secret = value.substring(space + 1);
+            }
+            return secret.length() < 16 ? scheme + "…" : scheme + secret.substring(0, 4) + "…"
+                    + secret.substring(secret.length() - 4);
+        }
+    }
+
+    /**
+     * Appends records to the log file from one thread fed by a queue: no request waits on the
+     * disk, records never interleave, and each is on disk within a second. Records wait in
+     * memory until the next flush, so that a log file deleted, moved or failing underneath is
+     * noticed and re-opened without ever splitting a record.
      */
     static final class LogWriter implements AutoCloseable {
         /** -Dllmproxy.log=off skips the CSV work, so a benchmark can price it; not for users. */
         private static final boolean DISCARD = "off".equals(System.getProperty("llmproxy.log"));
-        /** Longest time a record waits in memory before it is flushed to the file. */
+        /** Longest time a record waits in memory before it is written to the file. */
         private static final long FLUSH_NANOS = TimeUnit.MILLISECONDS.toNanos(100);
-        static final List<String> COLUMNS = List.of("method", "url", "request_body", "response_body");
-        private static final Record POISON = new Record("", "", "", "", 0, Record.Outcome.COMPLETE, null, 0, 0, 0,
-                new byte[0], "", new byte[0], "");
+        private static final Record POISON = new Record("", Instant.EPOCH, "", "", "", "", 0, Record.Outcome.COMPLETE,
+                null, 0, -1, Map.of(), Map.of(), new Record.Body(new byte[0], 0, ""), new Record.Body(new byte[0], 0, ""));
 
         private final Path file;
+        private final List<Column> columns;
+        private final String header;
+        private final Secrets secrets;
         private final long maxBody;
-        private final Writer out;
+        private final long rotateAt;
         private final BlockingQueue<Record> queue = new LinkedBlockingQueue<>();
         private final Thread thread;
         private final PrintStream err;
         private final AtomicLong written = new AtomicLong();
-        private final AtomicLong failed = new AtomicLong();
+        private final AtomicLong lost = new AtomicLong();
+        private final StringBuilder pending = new StringBuilder();
+        private int pendingRecords;
         private final StringBuilder summaries = new StringBuilder();
+        private OutputStream out;
+        private Object openedKey; // identity (device, inode) of the file `out` writes to
+        private long size;
+        private boolean failing;
         private volatile boolean closed;
 
-        private LogWriter(Path file, long maxBody, Writer out, PrintStream err) {
-            this.file = file;
-            this.maxBody = maxBody;
+        private LogWriter(Config config, OutputStream out, long size, PrintStream err) {
+            this.file = config.logFile();
+            this.columns = config.logColumns();
+            this.header = headerRow(columns);
+            this.secrets = new Secrets(!config.logSecrets(), config.addHeaders());
+            this.maxBody = config.logMaxBody();
+            this.rotateAt = config.logRotate();
             this.out = out;
+            this.openedKey = fileKey(config.logFile());
+            this.size = size;
             this.err = err;
             thread = new Thread(this::run, "llmproxy-log-writer");
             thread.setDaemon(true);
             thread.start();
         }
 
-        /** Opens the log for appending, writing the header row to a new or empty file. */
-        static LogWriter open(Path file, long maxBody, PrintStream err) {
-            String header = String.join(",", COLUMNS);
+        static String headerRow(List<Column> columns) {
+            return String.join(",", columns.stream().map(Column::header).toList());
+        }
+
+        /** Opens the log for appending; a new or empty file gets the header row, one with another is refused. */
+        static LogWriter open(Config config, PrintStream err) {
+            Path file = config.logFile();
+            String header = headerRow(config.logColumns());
             try {
                 createPrivate(file);
                 String first = firstLine(file);
-                Writer out = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.APPEND);
-                if (first == null) {
-                    out.write(header + "\r\n");
-                    out.flush();
-                } else if (!first.equals(header)) {
-                    out.close();
+                if (first != null && !first.equals(header)) {
                     throw new StartupException("log file " + file + " starts with '" + abbreviate(first)
-                            + "', not llmproxy's header '" + header + "'; refusing to mix formats:"
+                            + "', not the header of the chosen --log-columns '" + header + "'; refusing to mix formats:"
                             + " choose another --log-file or move the old file away");
                 }
-                return new LogWriter(file, maxBody, out, err);
+                OutputStream out = Files.newOutputStream(file, StandardOpenOption.APPEND);
+                if (first == null) {
+                    out.write((header + "\r\n").getBytes(StandardCharsets.UTF_8));
+                }
+                return new LogWriter(config, out, Files.size(file), err);
             } catch (AccessDeniedException e) {
                 throw new StartupException("cannot write log file " + file + ": permission denied");
             } catch (NoSuchFileException e) {
@@ -1585,18 +1821,15 @@ public final class LlmProxy {
         void submit(Record record) {
             if (closed) {
                 err.println("llmproxy: log closed, record not written: " + record.method() + " " + record.url());
-                failed.incrementAndGet();
+                lost.incrementAndGet();
                 return;
             }
             queue.add(record);
         }
 
-        /**
-         * Writes records as they come and flushes at most every {@link #FLUSH_NANOS}: under load
-         * one write system call carries many records instead of one each.
-         */
+        /** Takes records as they come and writes them at most every {@link #FLUSH_NANOS}, many per system call. */
         private void run() {
-            long flushDue = Long.MAX_VALUE; // when the oldest unflushed record must be on disk
+            long flushDue = Long.MAX_VALUE; // when the oldest record in memory must be on disk
             while (true) {
                 Record record;
                 try {
@@ -1611,13 +1844,12 @@ public final class LlmProxy {
                 }
                 if (record != null) {
                     try {
-                        write(record);
+                        format(record);
                     } catch (RuntimeException | OutOfMemoryError e) {
                         // One record that cannot be formatted (or a heap full for a moment) must
                         // not end the thread that writes all the others.
-                        if (failed.getAndIncrement() == 0) {
-                            err.println("llmproxy: cannot write a record to " + file + ": " + e);
-                        }
+                        lost.incrementAndGet();
+                        err.println("llmproxy: cannot format record " + record.id() + ": " + e);
                     }
                     if (flushDue == Long.MAX_VALUE) {
                         flushDue = System.nanoTime() + FLUSH_NANOS;
@@ -1630,32 +1862,49 @@ public final class LlmProxy {
             }
         }
 
-        private void write(Record record) {
+        private void format(Record record) {
             summaries.append(record.summary()).append(System.lineSeparator());
             if (DISCARD) {
                 return;
             }
-            String line = Csv.record(List.of(record.method(), record.url(),
-                    BodyText.of(record.requestBody(), record.requestBytes(), record.requestEncoding(), maxBody),
-                    BodyText.of(record.responseBody(), record.responseBytes(), record.responseEncoding(), maxBody)));
-            try {
-                out.write(line);
-                written.incrementAndGet();
-            } catch (IOException e) {
-                if (failed.getAndIncrement() == 0) {
-                    err.println("llmproxy: cannot write to log file " + file + ": " + e.getMessage());
-                }
+            List<String> fields = new ArrayList<>(columns.size());
+            for (Column column : columns) {
+                fields.add(secrets.scrub(column.field(record, secrets, maxBody)));
             }
+            pending.append(Csv.record(fields));
+            pendingRecords++;
         }
 
-        /** Flushes the file, then prints the batched stderr lines (one write, not one per exchange). */
+        /** Writes the records in memory, re-opening the file first if it is gone; then the stderr lines. */
         private void flush() {
-            try {
-                out.flush();
-            } catch (IOException e) {
-                if (failed.getAndIncrement() == 0) {
-                    err.println("llmproxy: cannot write to log file " + file + ": " + e.getMessage());
+            if (pendingRecords > 0) {
+                try {
+                    if (out == null || !Objects.equals(fileKey(file), openedKey)) {
+                        reopen(); // never opened, failed, or deleted, moved or replaced underneath
+                    }
+                    byte[] bytes = pending.toString().getBytes(StandardCharsets.UTF_8);
+                    out.write(bytes);
+                    out.flush();
+                    size += bytes.length;
+                    written.addAndGet(pendingRecords);
+                    if (failing) {
+                        failing = false;
+                        err.println("llmproxy: writing to log file " + file + " again");
+                    }
+                    if (rotateAt > 0 && size > rotateAt) {
+                        rotate();
+                    }
+                } catch (IOException e) {
+                    lost.addAndGet(pendingRecords);
+                    closeQuietly();
+                    if (!failing) {
+                        failing = true;
+                        err.println("llmproxy: cannot write to log file " + file + " (" + e.getMessage()
+                                + "); still serving, counting the records lost, trying again at the next record");
+                    }
                 }
+                pending.setLength(0);
+                pendingRecords = 0;
             }
             if (!summaries.isEmpty()) {
                 err.print(summaries);
@@ -1664,7 +1913,55 @@ public final class LlmProxy {
             }
         }
 
-        /** Writes every queued record, then closes the file. */
+        /** Opens the file afresh: it was deleted or moved, or writing to it failed. */
+        private void reopen() throws IOException {
+            boolean deleted = out != null;
+            closeQuietly();
+            createPrivate(file);
+            out = Files.newOutputStream(file, StandardOpenOption.APPEND);
+            openedKey = fileKey(file);
+            size = Files.size(file);
+            if (size == 0) {
+                byte[] row = (header + "\r\n").getBytes(StandardCharsets.UTF_8);
+                out.write(row);
+                size = row.length;
+            }
+            if (deleted) {
+                err.println("llmproxy: log file " + file + " was deleted, moved or replaced; writing to it afresh");
+            }
+        }
+
+        /** The file's identity, or null when there is none at that path. */
+        private static Object fileKey(Path file) {
+            try {
+                return Files.readAttributes(file, BasicFileAttributes.class).fileKey();
+            } catch (IOException e) {
+                return null;
+            }
+        }
+
+        /** Renames the full file with a timestamp suffix; the next records start a new one with a header. */
+        private void rotate() throws IOException {
+            closeQuietly();
+            String name = file.getFileName().toString();
+            int dot = name.lastIndexOf('.');
+            String stamp = DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss-SSS").withZone(ZoneOffset.UTC).format(Instant.now());
+            String rotated = dot > 0 ? name.substring(0, dot) + "-" + stamp + name.substring(dot) : name + "-" + stamp;
+            Files.move(file, file.resolveSibling(rotated));
+        }
+
+        private void closeQuietly() {
+            if (out != null) {
+                try {
+                    out.close();
+                } catch (IOException e) {
+                    // the records it held are already counted as lost
+                }
+                out = null;
+            }
+        }
+
+        /** Writes every queued record, then closes the file and says how many could not be written. */
         @Override
         public void close() {
             if (closed) {
@@ -1677,14 +1974,10 @@ public final class LlmProxy {
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             }
-            try {
-                out.close();
-            } catch (IOException e) {
-                err.println("llmproxy: cannot close log file " + file + ": " + e.getMessage());
-            }
-            long lost = failed.get();
-            if (lost > 0) {
-                err.println("llmproxy: " + lost + " records could not be written to " + file);
+            closeQuietly();
+            long count = lost.get();
+            if (count > 0) {
+                err.println("llmproxy: " + count + " records could not be written to " + file);
             }
         }
     }
@@ -1697,6 +1990,10 @@ public final class LlmProxy {
          * Decodes gzip or deflate as the Content-Encoding says, then UTF-8. A body that is not
          * text becomes "[binary N bytes]"; one the log could not decode says so in the same way.
          */
+        static String of(Record.Body body, long maxBody) {
+            return of(body.captured(), body.total(), body.encoding(), maxBody);
+        }
+
         static String of(byte[] captured, long total, String contentEncoding, long maxBody) {
             if (total == 0) {
                 return "";

@@ -68,6 +68,17 @@ class CliTest {
     }
 
     @Test
+    void readsLogColumnsSecretsAndRotation() {
+        var config = parse(Map.of(), "-t", "https://h", "--log-columns", "time,status,outcome", "--log-secrets",
+                "--log-rotate", "10m");
+        assertEquals(List.of(LlmProxy.Column.TIME, LlmProxy.Column.STATUS, LlmProxy.Column.OUTCOME), config.logColumns());
+        assertTrue(config.logSecrets());
+        assertEquals(10L << 20, config.logRotate());
+        assertEquals(List.of(LlmProxy.Column.values()), parse(Map.of(), "-t", "https://h", "--log-columns", "all").logColumns());
+        assertEquals(LlmProxy.Column.DEFAULT, parse(Map.of(), "-t", "https://h").logColumns());
+    }
+
+    @Test
     void keepsEverythingAfterTheFirstColonOfAnAddedHeader() {
         var config = parse(Map.of(), "-t", "https://h", "-a", "Authorization:   Bearer a:b:c  ");
         assertEquals(new LlmProxy.AddedHeader("Authorization", "Bearer a:b:c"), config.addHeaders().getFirst());
@@ -118,6 +129,10 @@ class CliTest {
         "-t https://h -T 1e3                                  | --timeout must be a positive number of minutes",
         "-t https://h --log-max-body 5q                       | --log-max-body must be a size in bytes",
         "-t https://h --host no.such.host.invalid             | --host 'no.such.host.invalid' is not an address",
+        "-t https://h --log-columns method,bogus              | --log-columns has no column 'bogus'; the columns are time,id,",
+        "-t https://h --log-columns url,url                   | --log-columns names 'url' twice",
+        "-t https://h --log-secrets=yes                       | --log-secrets takes no value",
+        "-t https://h --log-rotate 1x                         | --log-rotate must be a size in bytes",
     })
     void rejectsBadUsageWithExit2NamingTheProblem(String args, String message) {
         Run run = run(args.isEmpty() ? new String[0] : split(args));
@@ -161,7 +176,8 @@ class CliTest {
         Files.writeString(log, "a,b,c\r\n1,2,3\r\n");
         Run run = run("-t", "http://127.0.0.1:9", "-p", "0", "-l", log.toString());
         assertEquals(1, run.code());
-        assertTrue(run.err().contains("starts with 'a,b,c', not llmproxy's header 'method,url,request_body,response_body'"),
+        assertTrue(run.err().contains("starts with 'a,b,c', not the header of the chosen --log-columns"
+                + " 'method,url,request_body,response_body'"),
                 run.err());
         assertEquals("a,b,c\r\n1,2,3\r\n", Files.readString(log), "the old file is left as it was");
     }

@@ -1,4 +1,5 @@
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -10,6 +11,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.util.List;
+import java.util.Map;
 import java.util.zip.Deflater;
 import java.util.zip.DeflaterOutputStream;
 import java.util.zip.GZIPOutputStream;
@@ -24,15 +26,25 @@ class LogWriterTest {
 
     private final ByteArrayOutputStream stderr = new ByteArrayOutputStream();
 
-    private LlmProxy.LogWriter open(Path file) {
-        return LlmProxy.LogWriter.open(file, 1 << 20, new PrintStream(stderr, true, StandardCharsets.UTF_8));
+    private LlmProxy.LogWriter open(Path file, String... options) {
+        List<String> args = new java.util.ArrayList<>(List.of("-t", "http://up", "-l", file.toString()));
+        args.addAll(List.of(options));
+        var config = ((LlmProxy.Cli.Command.Run) LlmProxy.Cli.parse(args.toArray(String[]::new),
+                Map.of("KEY", "sk-injected-0123456789abcdef")::get)).config();
+        return LlmProxy.LogWriter.open(config, new PrintStream(stderr, true, StandardCharsets.UTF_8));
     }
 
-    private static LlmProxy.Record record(String method, String request, String response) {
+    static LlmProxy.Record record(String method, String request, String response) {
+        return record(method, "http://127.0.0.1:8080/x", Map.of(), Map.of(), request, response);
+    }
+
+    static LlmProxy.Record record(String method, String url, Map<String, List<String>> requestHeaders,
+                                  Map<String, List<String>> responseHeaders, String request, String response) {
         byte[] req = request.getBytes(StandardCharsets.UTF_8);
         byte[] rsp = response.getBytes(StandardCharsets.UTF_8);
-        return new LlmProxy.Record(method, "http://127.0.0.1:8080/x", "/x", "http://up/x", 200,
-                LlmProxy.Record.Outcome.COMPLETE, null, 1, req.length, rsp.length, req, "", rsp, "");
+        return new LlmProxy.Record("0000abcd-1", java.time.Instant.parse("2026-11-27T14:05:01Z"), method, url, "/x",
+                "http://up/x", 200, LlmProxy.Record.Outcome.COMPLETE, null, 12, 3, requestHeaders, responseHeaders,
+                new LlmProxy.Record.Body(req, req.length, ""), new LlmProxy.Record.Body(rsp, rsp.length, ""));
     }
 
     @Test
@@ -104,6 +116,132 @@ class LogWriterTest {
                 Thread.onSpinWait();
             }
             assertTrue(Files.readString(file).contains("POST,http://127.0.0.1:8080/x,flushed,now\r\n"));
+        }
+    }
+
+    @Test
+    void writesTheChosenColumnsInOrder() throws IOException {
+        Path file = dir.resolve("columns.csv");
+        try (var log = open(file, "--log-columns", "outcome,time,id,status,duration_ms,ttfb_ms,response_bytes,method")) {
+            log.submit(record("POST", "ask", "answer"));
+        }
+        assertEquals(List.of(
+                List.of("outcome", "time", "id", "status", "duration_ms", "ttfb_ms", "response_bytes", "method"),
+                List.of("complete", "2026-11-27T14:05:01.000Z", "0000abcd-1", "200", "12", "3", "6", "POST")),
+                TestSupport.Csv.parse(Files.readString(file)));
+    }
+
+    @Test
+    void masksCredentialHeadersAndKeyParametersByDefault() throws IOException {
+        Path file = dir.resolve("secrets.csv");
+        var requestHeaders = Map.of("Authorization", List.of("Bearer sk-proj-abcdefghijklmnop3xQz"),
+                "Cookie", List.of("session=0123456789abcdefXYZW"), "X-api-key", List.of("short"));
+        var responseHeaders = Map.of("Set-cookie", List.of("id=s3cr3t-cookie-value-1234"));
+        try (var log = open(file, "--log-columns", "url,request_headers,response_headers")) {
+            log.submit(record("GET", "http://127.0.0.1:8080/v1/models?key=AIzaSyA-0123456789abcdefWXYZ&x=1",
+                    requestHeaders, responseHeaders, "", ""));
+        }
+        List<String> row = TestSupport.Csv.parse(Files.readString(file)).get(1);
+        assertEquals("http://127.0.0.1:8080/v1/models?key=AIza…WXYZ&x=1", row.get(0));
+        assertTrue(row.get(1).contains("Authorization: Bearer sk-p…3xQz"), row.get(1));
+        assertTrue(row.get(1).contains("Cookie: sess…XYZW"), row.get(1));
+        assertTrue(row.get(1).contains("X-api-key: …"), row.get(1));
+        assertTrue(row.get(1).contains("Authorization: [set by llmproxy]") || !row.get(1).contains("sk-injected"));
+        assertEquals("Set-cookie: id=s…1234", row.get(2));
+    }
+
+    @Test
+    void showsSecretsWholeWithLogSecretsButNeverAnAddedHeaderValue() throws IOException {
+        Path file = dir.resolve("whole.csv");
+        try (var log = open(file, "--log-secrets", "--log-columns", "url,request_headers,response_body",
+                "-a", "Authorization: Bearer ${KEY}")) {
+            log.submit(record("GET", "http://127.0.0.1:8080/x?api_key=visible-0123456789abcdef",
+                    Map.of("Authorization", List.of("Bearer client-token-0123456789abcdef")), Map.of(), "",
+                    "the upstream echoed sk-injected-0123456789abcdef back"));
+        }
+        String text = Files.readString(file);
+        assertTrue(text.contains("api_key=visible-0123456789abcdef"), text);
+        assertTrue(text.contains("Authorization: Bearer client-token-0123456789abcdef"), text);
+        assertTrue(text.contains("Authorization: [set by llmproxy]"), text);
+        assertTrue(text.contains("the upstream echoed [set by llmproxy] back"), text);
+        assertFalse(text.contains("sk-injected"), text);
+    }
+
+    @Test
+    void reopensALogFileDeletedWhileRunning() throws Exception {
+        Path file = dir.resolve("deleted.csv");
+        try (var log = open(file)) {
+            log.submit(record("POST", "first", "one"));
+            awaitRecords(log, 1);
+            Files.delete(file);
+            log.submit(record("POST", "second", "two"));
+            awaitRecords(log, 2);
+        }
+        assertEquals(List.of(List.of("method", "url", "request_body", "response_body"),
+                List.of("POST", "http://127.0.0.1:8080/x", "second", "two")), TestSupport.Csv.parse(Files.readString(file)));
+        assertTrue(stderr.toString(StandardCharsets.UTF_8).contains("was deleted, moved or replaced; writing to it afresh"));
+    }
+
+    @Test
+    void countsRecordsItCannotWriteWhenTheDiskIsFullAndResumes() throws Exception {
+        Path file = dir.resolve("full.csv");
+        try (var log = open(file)) {
+            log.submit(record("POST", "before", "ok"));
+            awaitRecords(log, 1);
+            Files.delete(file);
+            Files.createSymbolicLink(file, Path.of("/dev/full")); // every write fails with "No space left on device"
+            log.submit(record("POST", "lost", "no space"));
+            awaitStderr("cannot write to log file");
+            Files.delete(file);
+            log.submit(record("POST", "after", "ok again"));
+            awaitRecords(log, 2);
+        }
+        String err = stderr.toString(StandardCharsets.UTF_8);
+        assertTrue(err.contains("No space left on device"), err);
+        assertTrue(err.contains("writing to log file " + file + " again"), err);
+        assertTrue(err.contains("1 records could not be written to " + file), err);
+        assertEquals("after", TestSupport.Csv.parse(Files.readString(file)).get(1).get(2));
+    }
+
+    @Test
+    void rotatesBetweenRecordsWhenTheFileExceedsTheSize() throws Exception {
+        Path file = dir.resolve("rotating.csv");
+        try (var log = open(file, "--log-rotate", "100")) {
+            log.submit(record("POST", "x".repeat(120), "first"));
+            awaitRecords(log, 1);
+            log.submit(record("POST", "second", "two"));
+        }
+        try (var files = Files.list(dir)) {
+            List<Path> rotated = files.filter(p -> p.getFileName().toString().matches("rotating-\\d{8}-\\d{6}-\\d{3}\\.csv"))
+                    .toList();
+            assertEquals(1, rotated.size(), "one rotated file");
+            List<List<String>> old = TestSupport.Csv.parse(Files.readString(rotated.getFirst()));
+            assertEquals(2, old.size());
+            assertEquals("first", old.get(1).get(3));
+        }
+        List<List<String>> current = TestSupport.Csv.parse(Files.readString(file));
+        assertEquals(List.of("method", "url", "request_body", "response_body"), current.get(0));
+        assertEquals("second", current.get(1).get(2));
+    }
+
+    /** Waits (bounded) for the writer thread to have written n records. */
+    private static void awaitRecords(LlmProxy.LogWriter log, long n) throws InterruptedException {
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (log.written() < n) {
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("only " + log.written() + " of " + n + " records written");
+            }
+            Thread.sleep(5); // the writer thread offers nothing to wait on; polled with a deadline
+        }
+    }
+
+    private void awaitStderr(String text) throws InterruptedException {
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (!stderr.toString(StandardCharsets.UTF_8).contains(text)) {
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("no '" + text + "' on stderr: " + stderr);
+            }
+            Thread.sleep(5);
         }
     }
 

@@ -608,6 +608,104 @@ class ProxyTest {
         }
     }
 
+    /** The columns of --log-columns all, by name, for each record of a log. */
+    private static List<Map<String, String>> recordsByColumn(Path log) throws IOException {
+        List<List<String>> rows = TestSupport.Csv.parse(java.nio.file.Files.readString(log));
+        List<Map<String, String>> records = new ArrayList<>();
+        for (List<String> row : rows.subList(1, rows.size())) {
+            Map<String, String> record = new java.util.LinkedHashMap<>();
+            for (int c = 0; c < row.size(); c++) {
+                record.put(rows.getFirst().get(c), row.get(c));
+            }
+            records.add(record);
+        }
+        return records;
+    }
+
+    @Test
+    void logsEveryColumnAndNoSecretAnywhere() throws Exception {
+        String injected = "sk-proj-INJECTED-0123456789abcdefghij";
+        String clientKey = "sk-ant-CLIENT-0123456789abcdefghij";
+        String cookie = "session=COOKIE-0123456789abcdefghij";
+        String queryKey = "AIzaQUERY-0123456789abcdefghij";
+        CountDownLatch release = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.getResponseHeaders().add("Set-Cookie", "upstream=SETCOOKIE-0123456789abcdefghij");
+            exchange.getResponseHeaders().set("Content-Type", "text/event-stream");
+            exchange.sendResponseHeaders(200, 0);
+            TestSupport.sendChunk(exchange.getResponseBody(), "data: {\"echo\": \"" + injected + "\"}\n\n");
+            if (exchange.getRequestURI().getPath().endsWith("/stall")) {
+                release.await(10, TimeUnit.SECONDS); // silent past --timeout
+            }
+            exchange.getResponseBody().close();
+        }); var proxy = proxy(Map.of("KEY", injected), upstream.url() + "/v1", "--log-columns", "all",
+                "-T", "0.005", "-a", "Authorization: Bearer ${KEY}")) {
+            var ok = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/chat?key=" + queryKey + "&n=1")))
+                    .header("x-api-key", clientKey).header("Cookie", cookie)
+                    .POST(HttpRequest.BodyPublishers.ofString("{\"prompt\": \"hi\"}")).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(200, ok.statusCode());
+            assertThrows(IOException.class, () -> client().send(HttpRequest.newBuilder(URI.create(proxy.url("/stall")))
+                    .build(), HttpResponse.BodyHandlers.ofString()), "a stream cut by the idle timeout reads as cut");
+            release.countDown();
+            assertEquals("Bearer " + injected, upstream.next().header("Authorization"), "the upstream gets the key");
+            proxy.stop();
+            String log = java.nio.file.Files.readString(proxy.log);
+            for (String secret : List.of(injected, clientKey, cookie, queryKey, "SETCOOKIE-0123456789abcdefghij")) {
+                assertFalse(log.contains(secret), secret + " is in the log");
+                assertFalse(proxy.stderr().contains(secret), secret + " is on stderr");
+            }
+            var records = recordsByColumn(proxy.log);
+            assertEquals(List.of("time", "id", "method", "url", "upstream_url", "status", "outcome", "duration_ms",
+                    "ttfb_ms", "request_bytes", "response_bytes", "request_headers", "response_headers", "error",
+                    "request_body", "response_body"), List.copyOf(records.getFirst().keySet()));
+            var first = records.stream().filter(r -> r.get("url").contains("/chat")).findFirst().orElseThrow();
+            assertTrue(first.get("time").matches("\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z"), first.get("time"));
+            assertTrue(proxy.stderr().contains(first.get("id") + " POST /chat?… 200 "), "the stderr line names the record");
+            assertEquals("POST", first.get("method"));
+            assertEquals(proxy.url("/chat?key=AIza…ghij&n=1"), first.get("url"));
+            assertEquals(upstream.url() + "/v1/chat?key=AIza…ghij&n=1", first.get("upstream_url"));
+            assertEquals("200", first.get("status"));
+            assertEquals("complete", first.get("outcome"));
+            assertEquals("", first.get("error"));
+            assertTrue(Long.parseLong(first.get("ttfb_ms")) <= Long.parseLong(first.get("duration_ms")));
+            assertEquals(String.valueOf("{\"prompt\": \"hi\"}".length()), first.get("request_bytes"));
+            assertEquals(String.valueOf(ok.body().getBytes(StandardCharsets.UTF_8).length), first.get("response_bytes"));
+            assertTrue(first.get("request_headers").contains("X-api-key: sk-a…ghij"), first.get("request_headers"));
+            assertTrue(first.get("request_headers").contains("Authorization: [set by llmproxy]"), first.get("request_headers"));
+            assertTrue(first.get("response_headers").contains("Set-cookie: upst…ghij"), first.get("response_headers"));
+            assertEquals("data: {\"echo\": \"[set by llmproxy]\"}\n\n", first.get("response_body"));
+            var second = records.stream().filter(r -> r.get("url").endsWith("/stall")).findFirst().orElseThrow();
+            assertEquals("timeout", second.get("outcome"));
+            assertEquals("200", second.get("status"));
+            assertTrue(second.get("error").startsWith("upstream sent nothing for 300 ms"), second.get("error"));
+        }
+    }
+
+    @Test
+    void recordsTheOutcomeOfEachKindOfFailure() throws Exception {
+        int closedPort;
+        try (ServerSocket socket = new ServerSocket(0, 1, TestSupport.LOOPBACK)) {
+            closedPort = socket.getLocalPort();
+        }
+        try (var proxy = proxy(Map.of(), "http://127.0.0.1:" + closedPort, "--log-columns", "all")) {
+            client().send(HttpRequest.newBuilder(URI.create(proxy.url("/down"))).build(), HttpResponse.BodyHandlers.ofString());
+            try (var client = new TestSupport.RawClient(proxy.port())) {
+                client.send("GET /../up HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            }
+            proxy.stop();
+            var records = recordsByColumn(proxy.log);
+            var down = records.stream().filter(r -> r.get("url").endsWith("/down")).findFirst().orElseThrow();
+            assertEquals("502", down.get("status"));
+            assertEquals("upstream_error", down.get("outcome"));
+            assertTrue(down.get("error").startsWith("cannot reach 127.0.0.1"), down.get("error"));
+            var climb = records.stream().filter(r -> r.get("url").endsWith("/up")).findFirst().orElseThrow();
+            assertEquals("400", climb.get("status"));
+            assertEquals("rejected", climb.get("outcome"));
+            assertEquals("", climb.get("upstream_url"));
+        }
+    }
+
     @Test
     void printsOneLinePerExchangeOnStderr() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> {

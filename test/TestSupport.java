@@ -144,7 +144,12 @@ final class TestSupport {
             return stderr.toString(StandardCharsets.UTF_8);
         }
 
-        /** Stops the proxy (draining the log) and returns the data rows of the CSV log. */
+        /** Stops the proxy, draining the log and its stderr lines. */
+        void stop() {
+            proxy.close();
+        }
+
+        /** Stops the proxy (draining the log) and returns the data rows of a CSV log with the default columns. */
         List<List<String>> records() throws IOException {
             close();
             List<List<String>> rows = Csv.parse(Files.readString(log));

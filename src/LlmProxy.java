@@ -90,6 +90,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.BooleanSupplier;
 import java.util.function.UnaryOperator;
 import java.util.zip.DataFormatException;
 import java.util.zip.GZIPInputStream;
@@ -782,7 +783,7 @@ public final class LlmProxy {
         void handle(HttpExchange exchange) {
             boolean admitted = inFlight.incrementAndGet() <= maxExchanges;
             Record.Builder record = new Record.Builder(idPrefix + ids.incrementAndGet(), exchange.getRequestMethod(),
-                    clientUrl(exchange), exchange.getRequestURI(), config.logMaxBody());
+                    clientUrl(exchange), exchange.getRequestURI(), config.logMaxBody(), () -> closing);
             record.requestHeaders = exchange.getRequestHeaders();
             record.responseHeaders = exchange.getResponseHeaders();
             String requestEncoding = exchange.getRequestHeaders().getFirst("Content-Encoding");
@@ -797,7 +798,7 @@ public final class LlmProxy {
                         Record.Outcome.UPSTREAM_ERROR, "internal error: " + e);
             } finally {
                 body.close();
-                Record finished = record.finish(closing);
+                Record finished = record.finish();
                 log.submit(finished);
                 inFlight.decrementAndGet();
             }
@@ -811,7 +812,16 @@ public final class LlmProxy {
 
         /** Answers 503 when the proxy is at its limit; keeps no more of the request than a typical prompt. */
         private boolean refuse(HttpExchange exchange, Record.Builder record, RequestBody body) {
-            body.drainForLog(RequestBody.SMALL);
+            long length = HeaderRules.requestBodyLength(exchange.getRequestHeaders());
+            if (length > 0 && length <= RequestBody.SMALL) {
+                try {
+                    body.readSmall((int) length);
+                } catch (IOException e) {
+                    // the record keeps what arrived
+                }
+            } else {
+                body.drainForLog(RequestBody.SMALL);
+            }
             exchange.getResponseHeaders().set("Retry-After", "1");
             return answerError(exchange, record, 503, "llmproxy_overloaded", Record.Outcome.REJECTED,
                     "llmproxy is at its limit of " + maxExchanges + " exchanges at once; retry shortly"
@@ -1230,8 +1240,9 @@ public final class LlmProxy {
         }
 
         /**
-         * Reads what is left of the body into the capture, when the upstream failed before taking
-         * it: the record must still hold the prompt. Stops once the capture is full.
+         * Reads what the client has already sent of the body into the capture, when the upstream
+         * failed before taking it: the record must still hold the prompt. Never waits for more
+         * (a slow client must not hold up its error answer); stops once the capture is full.
          */
         void drainForLog() {
             drainForLog(Long.MAX_VALUE);
@@ -1243,12 +1254,19 @@ public final class LlmProxy {
             if (current != null) {
                 current.cancel();
             }
+            // A pump blocked on a slow client holds the lock: then the capture already has all
+            // that arrived, and the answer must not wait for more.
+            if (!readLock.tryLock()) {
+                return;
+            }
             try {
-                while (!capture.isFull() && capture.total() < limit && readChunk() != null) {
-                    // each chunk is mirrored into the capture by readChunk
+                while (!ended && !capture.isFull() && capture.total() < limit && in.available() > 0) {
+                    readChunk(); // mirrored into the capture
                 }
             } catch (IOException e) {
                 // what arrived before the client's error is in the capture
+            } finally {
+                readLock.unlock();
             }
         }
 
@@ -1490,6 +1508,7 @@ public final class LlmProxy {
             private final long startNanos = System.nanoTime();
             private final Instant start = Instant.now();
             private final String id;
+            private final BooleanSupplier shuttingDown;
             private final String method;
             private final String url;
             private final String path;
@@ -1505,8 +1524,9 @@ public final class LlmProxy {
             private Outcome outcome = Outcome.COMPLETE;
             private String error;
 
-            Builder(String id, String method, String url, URI requested, long maxBody) {
+            Builder(String id, String method, String url, URI requested, long maxBody, BooleanSupplier shuttingDown) {
                 this.id = id;
+                this.shuttingDown = shuttingDown;
                 this.method = method;
                 this.url = url;
                 this.path = requested.getRawPath() + (requested.getRawQuery() == null ? "" : "?…");
@@ -1523,17 +1543,17 @@ public final class LlmProxy {
             /** Marks the exchange as failed; the first failure is the one that counts. */
             void fail(Outcome reason, String message) {
                 if (outcome == Outcome.COMPLETE) {
-                    outcome = reason;
-                    error = message;
+                    // Shutdown ends exchanges by closing their connections, which reads as a
+                    // client or upstream gone; say why it really happened.
+                    boolean closedByShutdown = (reason == Outcome.CLIENT_CLOSED || reason == Outcome.UPSTREAM_ERROR)
+                            && shuttingDown.getAsBoolean();
+                    outcome = closedByShutdown ? Outcome.SHUTDOWN : reason;
+                    error = closedByShutdown ? "llmproxy was stopped before the exchange ended (" + message + ")" : message;
                 }
             }
 
-            Record finish(boolean shuttingDown) {
-                Outcome end = outcome;
-                if (shuttingDown && end != Outcome.COMPLETE && end != Outcome.REJECTED) {
-                    end = Outcome.SHUTDOWN;
-                }
-                return new Record(id, start, method, url, path, upstreamUrl, status, end, error,
+            Record finish() {
+                return new Record(id, start, method, url, path, upstreamUrl, status, outcome, error,
                         TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - startNanos),
                         firstByteNanos == 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(firstByteNanos - startNanos),
                         requestHeaders, responseHeaders,

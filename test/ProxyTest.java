@@ -707,6 +707,79 @@ class ProxyTest {
     }
 
     @Test
+    void cutsTheClientStreamWhenUpstreamResetsMidBody() throws Exception {
+        CountDownLatch clientHasPart = new CountDownLatch(1);
+        try (var upstream = new TestSupport.RawUpstream((socket, in, out) -> {
+            TestSupport.RawUpstream.readHead(in);
+            out.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nf\r\ndata: partial\n\n\r\n"
+                    .getBytes(StandardCharsets.UTF_8));
+            out.flush();
+            TestSupport.await(clientHasPart, "the client to read the partial event");
+            socket.setSoLinger(true, 0); // close with RST, not FIN
+        }); var proxy = proxy(Map.of(), upstream.url(), "--log-columns", "outcome,error,response_body");
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            client.readUntil("data: partial\n\n");
+            clientHasPart.countDown();
+            assertThrows(EOFException.class, client::nextChunk, "the client sees the stream cut");
+            proxy.stop();
+            var record = recordsByColumn(proxy.log).getFirst();
+            assertEquals("upstream_error", record.get("outcome"));
+            assertTrue(record.get("error").startsWith("upstream failed mid-body"), record.get("error"));
+            assertEquals("data: partial\n\n", record.get("response_body"));
+        }
+    }
+
+    @Test
+    void boundsTheWaitForAClientSendingItsBodyTooSlowly() throws Exception {
+        StringBuilder upstreamGot = new StringBuilder();
+        CountDownLatch upstreamGotFirst = new CountDownLatch(1);
+        try (var upstream = new TestSupport.RawUpstream((socket, in, out) -> {
+            TestSupport.RawUpstream.readHead(in);
+            byte[] buffer = new byte[1024];
+            for (int n; (n = in.read(buffer)) > 0; ) {
+                upstreamGot.append(new String(buffer, 0, n, StandardCharsets.ISO_8859_1));
+                if (upstreamGot.toString().contains("first")) {
+                    upstreamGotFirst.countDown();
+                }
+            }
+        }); var proxy = proxy(Map.of(), upstream.url(), "-T", "0.01",
+                "--log-columns", "status,outcome,error,request_body");
+             var client = new TestSupport.RawClient(proxy.port())) {
+            // The JDK client reads an HTTP/1.1 answer only once the request body is sent, so an
+            // upstream giving up on a slow body is not heard; --timeout bounds the wait instead.
+            client.send("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+            TestSupport.await(upstreamGotFirst, "the upstream to receive the part that was sent");
+            client.readHead(); // while the client still owes the rest of its body
+            assertEquals(504, client.status);
+            assertTrue(new String(client.body(), StandardCharsets.UTF_8).contains("llmproxy_upstream_timeout"));
+            proxy.stop();
+            var record = recordsByColumn(proxy.log).getFirst();
+            assertEquals("504", record.get("status"));
+            assertEquals("timeout", record.get("outcome"));
+            assertEquals("first", record.get("request_body"));
+        }
+    }
+
+    @Test
+    void refusesOversizedRequestHeadersAndKeepsServing() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
+             var proxy = proxy(upstream)) {
+            try (var client = new TestSupport.RawClient(proxy.port())) {
+                client.send("GET /big HTTP/1.1\r\nHost: x\r\nX-Huge: " + "a".repeat(1 << 20) + "\r\n\r\n");
+                client.readHead();
+                assertTrue(client.status >= 400 && client.status < 500, "status " + client.status);
+            } catch (java.net.SocketException e) {
+                // the server may reset the connection while the client is still sending the header
+            }
+            assertTrue(upstream.received.isEmpty(), "an oversized request never reaches the upstream");
+            var after = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/next"))).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(204, after.statusCode());
+        }
+    }
+
+    @Test
     void printsOneLinePerExchangeOnStderr() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> {
             exchange.sendResponseHeaders(201, 5);

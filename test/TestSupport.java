@@ -10,6 +10,7 @@ import java.io.OutputStream;
 import java.io.PrintStream;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.net.ServerSocket;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -108,6 +109,49 @@ final class TestSupport {
         @Override
         public void close() {
             server.stop(0);
+        }
+    }
+
+    /** A socket-level fake upstream, for faults the JDK server cannot produce (resets, timeouts). */
+    static final class RawUpstream implements AutoCloseable {
+        interface Conversation {
+            void talk(Socket socket, InputStream in, OutputStream out) throws Exception;
+        }
+
+        final ServerSocket server;
+        final Thread thread;
+
+        RawUpstream(Conversation conversation) throws IOException {
+            server = new ServerSocket(0, 50, LOOPBACK);
+            thread = Thread.ofVirtual().start(() -> {
+                try (Socket socket = server.accept()) {
+                    conversation.talk(socket, socket.getInputStream(), socket.getOutputStream());
+                } catch (Exception e) {
+                    // the test asserts what the proxy and its client saw
+                }
+            });
+        }
+
+        /** Reads a request head (up to the blank line) byte by byte. */
+        static String readHead(InputStream in) throws IOException {
+            ByteArrayOutputStream head = new ByteArrayOutputStream();
+            while (!head.toString(StandardCharsets.ISO_8859_1).endsWith("\r\n\r\n")) {
+                int b = in.read();
+                if (b < 0) {
+                    throw new EOFException("request head cut short");
+                }
+                head.write(b);
+            }
+            return head.toString(StandardCharsets.ISO_8859_1);
+        }
+
+        String url() {
+            return "http://127.0.0.1:" + server.getLocalPort();
+        }
+
+        @Override
+        public void close() throws IOException {
+            server.close();
         }
     }
 

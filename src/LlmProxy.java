@@ -150,13 +150,58 @@ public final class LlmProxy {
             err.println("llmproxy: " + e.getMessage());
             return 1;
         }
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            proxy.shutdown(Proxy.shutdownGrace());
-            // A JVM ended by a signal exits 128+signal even after a clean shutdown; the
-            // user asked us to stop, everything is flushed, so report success.
-            Runtime.getRuntime().halt(0);
-        }, "llmproxy-shutdown"));
+        Signals.install(proxy, err);
         return 0;
+    }
+
+    // --- signals ---
+
+    /**
+     * SIGINT/SIGTERM: the first stops gracefully (in-flight exchanges get the grace period), a
+     * second stops at once, ending them and still writing every record. The JDK's signal API
+     * is reached reflectively: it lives in jdk.unsupported, and naming it is a compiler warning
+     * that cannot be silenced. Without it, a shutdown hook gives the graceful stop alone.
+     */
+    static final class Signals {
+        private Signals() {}
+
+        static void install(Proxy proxy, PrintStream err) {
+            AtomicInteger received = new AtomicInteger();
+            Runnable onSignal = () -> {
+                if (received.incrementAndGet() == 1) {
+                    // Not a daemon (the signal thread is one): the JVM must not end before the log is written.
+                    Thread.ofPlatform().name("llmproxy-shutdown").daemon(false).start(() -> {
+                        proxy.shutdown(Proxy.shutdownGrace());
+                        // The user asked us to stop and everything is written: exit 0, not 128+signal.
+                        Runtime.getRuntime().halt(0);
+                    });
+                } else {
+                    err.println("llmproxy: second signal: stopping now");
+                    proxy.shutdownNow();
+                    Runtime.getRuntime().halt(0);
+                }
+            };
+            try {
+                Class<?> signal = Class.forName("sun.misc.Signal");
+                Class<?> handlerType = Class.forName("sun.misc.SignalHandler");
+                Object handler = java.lang.reflect.Proxy.newProxyInstance(handlerType.getClassLoader(),
+                        new Class<?>[] {handlerType}, (self, method, args) -> {
+                            if (method.getName().equals("handle")) {
+                                onSignal.run();
+                            }
+                            return null;
+                        });
+                var handle = signal.getMethod("handle", signal, handlerType);
+                for (String name : List.of("TERM", "INT")) {
+                    handle.invoke(null, signal.getConstructor(String.class).newInstance(name), handler);
+                }
+            } catch (ReflectiveOperationException | RuntimeException e) {
+                Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                    proxy.shutdown(Proxy.shutdownGrace());
+                    Runtime.getRuntime().halt(0);
+                }, "llmproxy-shutdown"));
+            }
+        }
     }
 
     // --- command line ---
@@ -623,6 +668,20 @@ public final class LlmProxy {
             }
             log.close();
             err.println("llmproxy: stopped; " + log.written() + " records written to " + log.file());
+        }
+
+        /** Ends every exchange now (their records say shutdown) and writes the queued records. */
+        void shutdownNow() {
+            forwarder.closing = true;
+            server.stop(0);
+            client.shutdownNow();
+            handlers.shutdown();
+            try {
+                handlers.awaitTermination(2, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            log.close();
         }
 
         @Override
@@ -1981,9 +2040,12 @@ public final class LlmProxy {
             }
         }
 
-        /** Writes every queued record, then closes the file and says how many could not be written. */
+        /**
+         * Writes every queued record, then closes the file and says how many could not be written.
+         * A second caller waits until the first is done.
+         */
         @Override
-        public void close() {
+        public synchronized void close() {
             if (closed) {
                 return;
             }

@@ -1,7 +1,9 @@
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.BufferedReader;
+import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStreamReader;
 import java.io.OutputStream;
@@ -71,9 +73,13 @@ class LaunchTest {
         final BlockingQueue<String> stderr = new LinkedBlockingQueue<>();
         final int port;
 
-        Launched(String target, Path log) throws Exception {
-            process = new ProcessBuilder(JAVA, "-Dllmproxy.shutdownGrace=10", "-jar", "build/llmproxy.jar",
-                    "--target-url", target, "--port", "0", "--log-file", log.toString()).start();
+        Launched(String target, Path log, String... more) throws Exception {
+            List<String> command = new ArrayList<>(List.of(JAVA));
+            command.addAll(List.of(more).stream().filter(a -> a.startsWith("-D")).toList());
+            command.addAll(List.of("-jar", "build/llmproxy.jar", "--target-url", target, "--port", "0",
+                    "--log-file", log.toString()));
+            command.addAll(List.of(more).stream().filter(a -> !a.startsWith("-D")).toList());
+            process = new ProcessBuilder(command).start();
             Thread.ofVirtual().start(() -> {
                 try (var reader = new BufferedReader(new InputStreamReader(process.getErrorStream(), StandardCharsets.UTF_8))) {
                     for (String line; (line = reader.readLine()) != null; ) {
@@ -102,9 +108,14 @@ class LaunchTest {
             }
         }
 
+        /** Sends SIGTERM and returns the exit code. */
         int terminate() throws InterruptedException {
             process.toHandle().destroy(); // SIGTERM; Process.destroy() would also close our end of its stderr
-            assertTrue(process.waitFor(30, TimeUnit.SECONDS), "the proxy did not stop after SIGTERM");
+            return exitCode();
+        }
+
+        int exitCode() throws InterruptedException {
+            assertTrue(process.waitFor(30, TimeUnit.SECONDS), "the proxy did not stop");
             return process.exitValue();
         }
 
@@ -141,7 +152,7 @@ class LaunchTest {
             TestSupport.await(stopping, "the proxy to start stopping");
             TestSupport.sendChunk(out, "data: two\n\n");
             out.close();
-        }); var proxy = new Launched(upstream.url(), log);
+        }); var proxy = new Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=10");
              var client = new TestSupport.RawClient(proxy.port)) {
             client.send("GET /stream HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
             client.readUntil("data: one\n\n");
@@ -150,8 +161,52 @@ class LaunchTest {
             stopping.countDown();
             assertEquals("data: two\n\n", client.readUntil("data: two\n\n"));
             assertEquals(null, client.nextChunk(), "the stream ends cleanly");
-            assertEquals(0, proxy.terminate());
+            assertEquals(0, proxy.exitCode());
             assertEquals("data: one\n\ndata: two\n\n", TestSupport.Csv.parse(Files.readString(log)).get(1).get(3));
+        }
+    }
+
+    @Test
+    void endsAStreamStillOpenAfterTheGraceWithOutcomeShutdown() throws Exception {
+        Path log = dir.resolve("log.csv");
+        CountDownLatch release = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 0);
+            TestSupport.sendChunk(exchange.getResponseBody(), "data: one\n\n");
+            release.await(20, TimeUnit.SECONDS); // a stream that outlasts the grace
+        }); var proxy = new Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=1",
+                "--log-columns", "outcome,error,response_body");
+             var client = new TestSupport.RawClient(proxy.port)) {
+            client.send("GET /stream HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
+            client.readUntil("data: one\n\n");
+            assertEquals(0, proxy.terminate());
+            release.countDown();
+            assertThrows(EOFException.class, client::nextChunk, "the client sees its stream cut, not ended");
+            List<String> record = TestSupport.Csv.parse(Files.readString(log)).get(1);
+            assertEquals("shutdown", record.get(0));
+            assertTrue(record.get(1).startsWith("llmproxy was stopped before the exchange ended"), record.get(1));
+            assertEquals("data: one\n\n", record.get(2));
+        }
+    }
+
+    @Test
+    void stopsAtOnceOnASecondSigtermStillWritingTheRecords() throws Exception {
+        Path log = dir.resolve("log.csv");
+        CountDownLatch release = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 0);
+            TestSupport.sendChunk(exchange.getResponseBody(), "data: one\n\n");
+            release.await(30, TimeUnit.SECONDS);
+        }); var proxy = new Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=60",
+                "--log-columns", "outcome,response_body");
+             var client = new TestSupport.RawClient(proxy.port)) {
+            client.send("GET /stream HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
+            client.readUntil("data: one\n\n");
+            proxy.process.toHandle().destroy();
+            proxy.awaitLine("stopping; waiting up to 1 min for 1 exchanges in flight");
+            assertEquals(0, proxy.terminate(), "the second SIGTERM ends it long before the 60 s grace");
+            release.countDown();
+            assertEquals(List.of("shutdown", "data: one\n\n"), TestSupport.Csv.parse(Files.readString(log)).get(1));
         }
     }
 }

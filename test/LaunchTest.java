@@ -209,4 +209,31 @@ class LaunchTest {
             assertEquals(List.of("shutdown", "data: one\n\n"), TestSupport.Csv.parse(Files.readString(log)).get(1));
         }
     }
+
+    @Test
+    void keepsServingWhileTenThousandIdleConnectionsAreHeld() throws Exception {
+        Path log = dir.resolve("log.csv");
+        List<java.net.Socket> idle = new ArrayList<>();
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 2);
+            exchange.getResponseBody().write("ok".getBytes(StandardCharsets.UTF_8));
+        }); var proxy = new Launched(upstream.url(), log)) {
+            try {
+                for (int i = 0; i < 10_000; i++) { // bounded: opened once, never sending a byte
+                    idle.add(new java.net.Socket(TestSupport.LOOPBACK, proxy.port));
+                }
+                try (var client = new TestSupport.RawClient(proxy.port)) {
+                    client.send("GET /still-serving HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
+                    assertEquals(200, client.status);
+                    assertEquals("ok", new String(client.body(), StandardCharsets.UTF_8));
+                }
+            } finally {
+                for (var socket : idle) {
+                    socket.close();
+                }
+            }
+            assertEquals(0, proxy.terminate());
+            assertEquals("http://h/still-serving", TestSupport.Csv.parse(Files.readString(log)).get(1).get(1));
+        }
+    }
 }

@@ -32,7 +32,9 @@ import java.util.regex.Pattern;
  * proxy's CPU and memory are read from /proc, and this process (the load client) reports its own.
  * {@code make bench-quick} runs a shorter subset. Every load loop here is bounded in time.
  * {@code ./build.sh bench --only scale,heap} runs some parts only: requests (closed and open loop,
- * streaming fidelity, time to headers), logging, scale, heap, overload, startup.
+ * streaming fidelity, time to headers), logging, scale, heap, overload, startup. {@code --only soak
+ * [--soak-minutes 30]} runs the soak test: mixed load with client disconnects and upstream faults,
+ * then compares records with exchanges and threads, descriptors and heap with their start.
  */
 public final class Bench {
     static final InetAddress LOOPBACK = InetAddress.getLoopbackAddress();
@@ -42,6 +44,7 @@ public final class Bench {
 
     private final boolean quick;
     private final List<String> only;
+    private int soakMinutes = 30;
     private final List<String[]> table = new ArrayList<>();
     private final Path work;
     private Jvm upstream;
@@ -77,7 +80,12 @@ public final class Bench {
         List<String> options = List.of(args);
         int at = options.indexOf("--only");
         List<String> only = at >= 0 && at + 1 < options.size() ? List.of(options.get(at + 1).split(",")) : List.of();
-        new Bench(options.contains("--quick"), only).run();
+        Bench bench = new Bench(options.contains("--quick"), only);
+        int minutes = options.indexOf("--soak-minutes");
+        if (minutes >= 0 && minutes + 1 < options.size()) {
+            bench.soakMinutes = Integer.parseInt(options.get(minutes + 1));
+        }
+        bench.run();
     }
 
     // --- the run ---
@@ -108,6 +116,9 @@ public final class Bench {
             }
             if (wanted("startup")) {
                 startup(quick ? 3 : 5);
+            }
+            if (only.contains("soak")) { // never part of the default run: it takes soakMinutes
+                soak(soakMinutes);
             }
         } finally {
             upstream.close();
@@ -180,12 +191,13 @@ public final class Bench {
     private int proxies;
 
     /** A proxy JVM from build/llmproxy.jar with default settings but for {@code jvmFlags}. */
-    private Jvm startProxy(List<String> jvmFlags) throws IOException, InterruptedException {
+    private Jvm startProxy(List<String> jvmFlags, String... args) throws IOException, InterruptedException {
         int id = ++proxies;
         List<String> command = new ArrayList<>(List.of(JAVA));
         command.addAll(jvmFlags);
         command.addAll(List.of("-jar", "build/llmproxy.jar", "--target-url", "http://127.0.0.1:" + upstreamPort,
                 "--port", "0", "--log-file", work.resolve("proxy" + id + ".csv").toString()));
+        command.addAll(List.of(args));
         Jvm proxy = Jvm.start(work.resolve("proxy" + id + ".err"), command);
         proxy.port = proxy.awaitPort("listening on http://127\\.0\\.0\\.1:(\\d+) ");
         proxy.log = work.resolve("proxy" + id + ".csv");
@@ -308,6 +320,90 @@ public final class Bench {
         Arrays.sort(first);
         row("start-up: process start to first proxied response (ms)", "JVM alone (java -version): " + ms(jvm[reps / 2]),
                 ms(first[reps / 2]), "median of " + reps);
+    }
+
+    /**
+     * Mixed load for {@code minutes}: completions, streams, clients that leave mid-stream,
+     * upstreams that die or fall silent. Afterwards every exchange must have its record, and
+     * threads, file descriptors and heap must be back where they started.
+     */
+    private void soak(int minutes) throws Exception {
+        progress("soak, " + minutes + " min");
+        try (Jvm proxy = startProxy(List.of(), "--timeout", "0.02", "--log-columns", "id,outcome")) {
+            streams(proxy.port, 20, 3, 10, 0, 0); // warm the classes an exchange needs
+            Thread.sleep(1000);
+            long heapBefore = proxy.usedHeapAfterGcKb();
+            long threadsBefore = proxy.threads();
+            long filesBefore = proxy.openFiles();
+            long warm = Files.readString(proxy.log).split("\r\n", -1).length - 2;
+            AtomicLong exchanges = new AtomicLong();
+            AtomicLong faults = new AtomicLong();
+            AtomicLong failures = new AtomicLong();
+            long end = System.nanoTime() + TimeUnit.MINUTES.toNanos(minutes);
+            List<Thread> workers = new ArrayList<>();
+            long peakThreads = 0;
+            long peakFiles = 0;
+            for (int w = 0; w < 16; w++) {
+                workers.add(Thread.ofVirtual().start(() -> {
+                    var random = java.util.concurrent.ThreadLocalRandom.current();
+                    while (System.nanoTime() < end) { // bounded by the soak's deadline
+                        int dice = random.nextInt(100);
+                        try (Conn c = new Conn(proxy.port)) {
+                            if (dice < 50) {
+                                c.send(Conn.completionRequest());
+                                exchanges.incrementAndGet();
+                                c.readHead();
+                                c.readBody();
+                                continue;
+                            }
+                            int fault = dice < 90 ? 0 : dice < 95 ? 1 : 2;
+                            c.send(Conn.request("/v1/chat/completions?events=8&interval=20&first=0&fault=" + fault, "{}"));
+                            exchanges.incrementAndGet();
+                            c.readHead();
+                            if (dice >= 80 && dice < 90) { // the client leaves after two chunks
+                                faults.incrementAndGet();
+                                c.nextChunk();
+                                c.nextChunk();
+                                continue;
+                            }
+                            if (fault > 0) {
+                                faults.incrementAndGet();
+                            }
+                            c.readBody();
+                        } catch (IOException e) {
+                            if (dice < 90) {
+                                failures.incrementAndGet(); // only injected faults may cut a stream
+                            }
+                        }
+                    }
+                }));
+            }
+            while (System.nanoTime() < end) {
+                Thread.sleep(2000); // sampling pace
+                peakThreads = Math.max(peakThreads, proxy.threads());
+                peakFiles = Math.max(peakFiles, proxy.openFiles());
+            }
+            for (Thread t : workers) {
+                t.join();
+            }
+            Thread.sleep(4000); // stalled streams end by the proxy's timeout
+            long heapAfter = proxy.usedHeapAfterGcKb();
+            long threadsAfter = proxy.threads();
+            long filesAfter = proxy.openFiles();
+            proxy.terminate();
+            String[] rows = Files.readString(proxy.log).split("\r\n", -1);
+            long records = rows.length - 2 - warm;
+            java.util.Map<String, Integer> outcomes = new java.util.TreeMap<>();
+            for (int i = 1 + (int) warm; i < rows.length - 1; i++) {
+                outcomes.merge(rows[i].substring(rows[i].indexOf(',') + 1), 1, Integer::sum);
+            }
+            row("soak " + minutes + " min: exchanges / records / faults injected / unexpected failures", "",
+                    exchanges.get() + " / " + records + " / " + faults.get() + " / " + failures.get(),
+                    "outcomes " + outcomes);
+            row("  heap after GC / threads / open files: start -> peak -> end", "",
+                    heapBefore / 1024 + " MB -> " + heapAfter / 1024 + " MB; " + threadsBefore + " -> " + peakThreads
+                            + " -> " + threadsAfter + "; " + filesBefore + " -> " + peakFiles + " -> " + filesAfter, "");
+        }
     }
 
     // --- load generators ---
@@ -588,9 +684,16 @@ public final class Bench {
             out.flush();
             try {
                 Thread.sleep(first);
+                int fault = param(query, "fault"); // 1: die after the second event, 2: fall silent after it
                 for (int i = 0; i < events; i++) {
                     if (i > 0) {
                         Thread.sleep(interval); // the pace of a model generating tokens
+                    }
+                    if (i == 2 && fault == 1) {
+                        throw new IOException("mock upstream dies mid-stream"); // the server drops the connection
+                    }
+                    if (i == 2 && fault == 2) {
+                        Thread.sleep(3_000); // longer than the soak proxy's --timeout
                     }
                     out.write(("data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"t\":"
                             + System.nanoTime() + ",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"token " + i
@@ -641,7 +744,7 @@ public final class Bench {
                     "{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Count.\"}]}");
         }
 
-        private static byte[] request(String path, String body) {
+        static byte[] request(String path, String body) {
             return ("POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                     + "Authorization: Bearer sk-bench\r\nContent-Length: " + body.length() + "\r\n\r\n" + body)
                     .getBytes(StandardCharsets.UTF_8);
@@ -758,6 +861,21 @@ public final class Bench {
             String text = Files.readString(Path.of(stat));
             String[] fields = text.substring(text.lastIndexOf(')') + 2).split(" ");
             return (Long.parseLong(fields[11]) + Long.parseLong(fields[12])) * TICK_NANOS;
+        }
+
+        long threads() throws IOException {
+            for (String l : Files.readAllLines(Path.of("/proc/" + process.pid() + "/status"))) {
+                if (l.startsWith("Threads:")) {
+                    return Long.parseLong(l.replaceAll("\\D", ""));
+                }
+            }
+            return -1;
+        }
+
+        long openFiles() throws IOException {
+            try (var files = Files.list(Path.of("/proc/" + process.pid() + "/fd"))) {
+                return files.count();
+            }
         }
 
         long peakRssMb() throws IOException {

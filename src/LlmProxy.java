@@ -15,15 +15,19 @@
  *
  * Map of the parts, in the order a request flows through them:
  *   LlmProxy        entry point: start(args, out, err) returns an exit code; main only exits
+ *   Signals         SIGINT/SIGTERM: a graceful stop, and an immediate one on the second signal
  *   Cli, Config     argument parsing, help text and the validated configuration
  *   Proxy           the running server: HttpServer on virtual threads, HttpClient, shutdown
+ *   PlainHttpOnly   a TLS context that is never used, so http:// targets start fast
+ *   Limits          exchanges and connections at once, from the heap and open-file limits
  *   Forwarder       one exchange: upstream request, response headers, copy loop, record
  *   HeaderRules     which headers cross the proxy in each direction
  *   RequestBody     streams the client's body upstream from its own thread, mirroring it
  *   IdleWatchdog    ends upstream bodies that stay silent longer than --timeout
  *   Capture         the bounded copy of a body kept for the log
  *   Record          what the log keeps of one exchange
- *   LogWriter       one thread that appends records to the CSV file
+ *   Column, Secrets the log's columns, and what they may show of credentials
+ *   LogWriter       one thread that appends records to the CSV file, rotates and re-opens it
  *   BodyText        decodes a captured body (gzip, deflate, UTF-8) into a log field
  *   Csv, Json       RFC 4180 fields and JSON strings
  *   UsageException  a bad command line (exit 2); StartupException: cannot start (exit 1)
@@ -995,8 +999,7 @@ public final class LlmProxy {
             int status = response.statusCode();
             var upstreamHeaders = response.headers().map();
             var clientHeaders = exchange.getResponseHeaders();
-            Set<String> dropped = HeaderRules.droppedResponseHeaders(upstreamHeaders.get("connection"),
-                    upstreamHeaders.get("Connection"));
+            Set<String> dropped = HeaderRules.droppedResponseHeaders(response.headers().allValues("Connection"));
             for (Map.Entry<String, List<String>> header : upstreamHeaders.entrySet()) {
                 String name = header.getKey();
                 if (!name.startsWith(":") && !dropped.contains(name.toLowerCase(Locale.ROOT))) {
@@ -1147,13 +1150,10 @@ public final class LlmProxy {
         }
 
         /** Lower-case names of upstream headers that are not passed back to the client. */
-        @SafeVarargs
-        static Set<String> droppedResponseHeaders(List<String>... connection) {
+        static Set<String> droppedResponseHeaders(List<String> connection) {
             Set<String> names = new HashSet<>(HOP_BY_HOP);
             names.add("content-length"); // the server writes its own from the length we announce
-            for (List<String> values : connection) {
-                addListed(names, values);
-            }
+            addListed(names, connection);
             return names;
         }
 

@@ -32,7 +32,7 @@ import java.util.regex.Pattern;
  * proxy's CPU and memory are read from /proc, and this process (the load client) reports its own.
  * {@code make bench-quick} runs a shorter subset. Every load loop here is bounded in time.
  * {@code ./build.sh bench --only scale,heap} runs some parts only: requests (closed and open loop,
- * streaming fidelity, time to headers), logging, scale, heap, overload, startup. {@code --only soak
+ * streaming fidelity, time to headers), logging, scale, heap, overload, startup, bulk. {@code --only soak
  * [--soak-minutes 30]} runs the soak test: mixed load with client disconnects and upstream faults,
  * then compares records with exchanges and threads, descriptors and heap with their start.
  */
@@ -116,6 +116,9 @@ public final class Bench {
             }
             if (wanted("startup")) {
                 startup(quick ? 3 : 5);
+            }
+            if (wanted("bulk")) {
+                bulk(quick ? 256 : 1024);
             }
             if (only.contains("soak")) { // never part of the default run: it takes soakMinutes
                 soak(soakMinutes);
@@ -320,6 +323,27 @@ public final class Bench {
         Arrays.sort(first);
         row("start-up: process start to first proxied response (ms)", "JVM alone (java -version): " + ms(jvm[reps / 2]),
                 ms(first[reps / 2]), "median of " + reps);
+    }
+
+    /** A download of {@code mb} MB through a proxy held to a 64 MB heap: throughput and memory. */
+    private void bulk(int mb) throws Exception {
+        progress("bulk download, " + mb + " MB");
+        byte[] request = ("GET /download?bytes=" + ((long) mb << 20) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .getBytes(StandardCharsets.UTF_8);
+        double[] seconds = new double[2];
+        try (Jvm proxy = startProxy(List.of("-Xmx64m"))) {
+            for (int i = 0; i < 2; i++) {
+                try (Conn c = new Conn(i == 0 ? upstreamPort : proxy.port)) {
+                    long t0 = System.nanoTime();
+                    c.send(request);
+                    c.readHead();
+                    c.readBody();
+                    seconds[i] = (System.nanoTime() - t0) / 1e9;
+                }
+            }
+            row(mb + " MB download, MB/s (proxy held to -Xmx64m)", fmt(mb / seconds[0]), fmt(mb / seconds[1]),
+                    ratio(seconds[0], seconds[1]) + "; proxy peak RSS " + proxy.peakRssMb() + " MB");
+        }
     }
 
     /**
@@ -668,6 +692,18 @@ public final class Bench {
         private static void handle(HttpExchange exchange) throws IOException {
             exchange.getRequestBody().readAllBytes();
             String query = exchange.getRequestURI().getRawQuery();
+            if (query != null && query.startsWith("bytes=")) { // a download of that many bytes
+                long bytes = Long.parseLong(query.substring(6));
+                exchange.sendResponseHeaders(200, bytes);
+                byte[] block = new byte[64 * 1024];
+                Arrays.fill(block, (byte) 'x');
+                try (OutputStream out = exchange.getResponseBody()) {
+                    for (long left = bytes; left > 0; left -= block.length) {
+                        out.write(block, 0, (int) Math.min(block.length, left));
+                    }
+                }
+                return;
+            }
             if (query == null) {
                 exchange.getResponseHeaders().set("Content-Type", "application/json");
                 exchange.sendResponseHeaders(200, COMPLETION.length);

@@ -76,6 +76,7 @@ import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -230,12 +231,16 @@ public final class LlmProxy {
                                              set this header on every upstream request, replacing
                                              the client's; ${VAR} is read from the environment;
                                              repeatable
-                  -l, --log-file PATH        CSV file to append records to (default: log.csv)
+                  -l, --log-file PATH        file to append records to (default: log.csv)
+                      --log-format FORMAT    csv, or jsonl: one JSON object per line (default: csv)
                       --log-columns LIST     columns to log, comma-separated, or all (default:
                                              method,url,request_body,response_body); also time, id,
                                              upstream_url, status, outcome, duration_ms, ttfb_ms,
                                              request_bytes, response_bytes, request_headers,
-                                             response_headers, error
+                                             response_headers, error, and read from LLM APIs:
+                                             model, stream, response_text, reasoning_text,
+                                             tool_calls, input_tokens, output_tokens,
+                                             cached_tokens, stop_reason
                       --log-secrets          log credential headers and key query parameters whole
                                              (by default: Bearer sk-p…3xQz); --add-header values
                                              are never logged
@@ -269,6 +274,7 @@ public final class LlmProxy {
             Integer port = null;
             String logFile = null;
             List<Column> columns = null;
+            LogFormat format = null;
             boolean secrets = false;
             Long maxBody = null;
             Long rotate = null;
@@ -318,6 +324,7 @@ public final class LlmProxy {
                     case "--log-max-body" -> maxBody = once(option, maxBody, parseSize(option, value));
                     case "--log-rotate" -> rotate = once(option, rotate, parseSize(option, value));
                     case "--log-columns" -> columns = once(option, columns, Column.parse(value));
+                    case "--log-format" -> format = once(option, format, LogFormat.parse(value));
                     case "--timeout" -> timeout = once(option, timeout, parseMinutes(value));
                     case "--add-header" -> headers.add(AddedHeader.parse(value, env));
                     default -> throw new AssertionError(option);
@@ -332,6 +339,7 @@ public final class LlmProxy {
                     port == null ? 8080 : port,
                     headers,
                     Path.of(logFile == null ? "log.csv" : logFile),
+                    format == null ? LogFormat.CSV : format,
                     columns == null ? Column.DEFAULT : columns,
                     secrets,
                     maxBody == null ? 16L << 20 : maxBody,
@@ -349,6 +357,7 @@ public final class LlmProxy {
                 case "--log-max-body" -> "--log-max-body";
                 case "--log-rotate" -> "--log-rotate";
                 case "--log-columns" -> "--log-columns";
+                case "--log-format" -> "--log-format";
                 case "-T", "--timeout" -> "--timeout";
                 default -> throw new UsageException("unknown option " + name);
             };
@@ -433,7 +442,8 @@ public final class LlmProxy {
 
     /** The validated configuration of one proxy. */
     record Config(URI target, InetAddress host, int port, List<AddedHeader> addHeaders, Path logFile,
-                  List<Column> logColumns, boolean logSecrets, long logMaxBody, long logRotate, Duration timeout) {
+                  LogFormat logFormat, List<Column> logColumns, boolean logSecrets, long logMaxBody, long logRotate,
+                  Duration timeout) {
         Config {
             if (!target.isAbsolute() || target.getHost() == null) {
                 throw new UsageException("--target-url must be an absolute URL, got '" + target + "'");
@@ -488,6 +498,19 @@ public final class LlmProxy {
                     depth++;
                 }
             }
+        }
+    }
+
+    /** How the log file is written. */
+    enum LogFormat {
+        CSV, JSONL;
+
+        static LogFormat parse(String value) {
+            return switch (value) {
+                case "csv" -> CSV;
+                case "jsonl" -> JSONL;
+                default -> throw new UsageException("--log-format must be csv or jsonl, got '" + value + "'");
+            };
         }
     }
 
@@ -1627,7 +1650,13 @@ public final class LlmProxy {
     /** A column of the log. */
     enum Column {
         TIME, ID, METHOD, URL, UPSTREAM_URL, STATUS, OUTCOME, DURATION_MS, TTFB_MS, REQUEST_BYTES, RESPONSE_BYTES,
-        REQUEST_HEADERS, RESPONSE_HEADERS, ERROR, REQUEST_BODY, RESPONSE_BODY;
+        REQUEST_HEADERS, RESPONSE_HEADERS, ERROR, REQUEST_BODY, RESPONSE_BODY,
+        MODEL, STREAM, RESPONSE_TEXT, REASONING_TEXT, TOOL_CALLS, INPUT_TOKENS, OUTPUT_TOKENS, CACHED_TOKENS,
+        STOP_REASON;
+
+        /** Columns whose JSONL value is a number (or, for stream, a boolean) rather than a string. */
+        private static final Set<Column> UNQUOTED = Set.of(STATUS, DURATION_MS, TTFB_MS, REQUEST_BYTES, RESPONSE_BYTES,
+                STREAM, INPUT_TOKENS, OUTPUT_TOKENS, CACHED_TOKENS);
 
         static final List<Column> DEFAULT = List.of(METHOD, URL, REQUEST_BODY, RESPONSE_BODY);
         private static final DateTimeFormatter TIME_FORMAT =
@@ -1662,8 +1691,15 @@ public final class LlmProxy {
             return List.copyOf(columns);
         }
 
-        /** This column's field of a record, redacted as the secrets policy says. */
-        String field(Record r, Secrets secrets, long maxBody) {
+        boolean unquoted() {
+            return UNQUOTED.contains(this);
+        }
+
+        /** This column's field of a record, redacted as the secrets policy says; "" when empty. */
+        String field(RecordView view) {
+            Record r = view.record;
+            Secrets secrets = view.secrets;
+            long maxBody = view.maxBody;
             return switch (this) {
                 case TIME -> TIME_FORMAT.format(r.start());
                 case ID -> r.id();
@@ -1681,7 +1717,48 @@ public final class LlmProxy {
                 case ERROR -> r.error() == null ? "" : r.error();
                 case REQUEST_BODY -> BodyText.of(r.request(), maxBody);
                 case RESPONSE_BODY -> BodyText.of(r.response(), maxBody);
+                case MODEL -> text(view.llm().model());
+                case STREAM -> text(view.llm().stream());
+                case RESPONSE_TEXT -> text(view.llm().text());
+                case REASONING_TEXT -> text(view.llm().reasoning());
+                case TOOL_CALLS -> text(view.llm().toolCalls());
+                case INPUT_TOKENS -> text(view.llm().inputTokens());
+                case OUTPUT_TOKENS -> text(view.llm().outputTokens());
+                case CACHED_TOKENS -> text(view.llm().cachedTokens());
+                case STOP_REASON -> text(view.llm().stopReason());
             };
+        }
+
+        private static String text(Object value) {
+            return value == null ? "" : String.valueOf(value);
+        }
+    }
+
+    /** One record as the writer formats it: the conversation is read once, and only if a column wants it. */
+    static final class RecordView {
+        final Record record;
+        final Secrets secrets;
+        final long maxBody;
+        private Llm llm;
+
+        RecordView(Record record, Secrets secrets, long maxBody) {
+            this.record = record;
+            this.secrets = secrets;
+            this.maxBody = maxBody;
+        }
+
+        Llm llm() {
+            if (llm == null) {
+                String contentType = null;
+                for (Map.Entry<String, List<String>> h : record.responseHeaders().entrySet()) {
+                    if (h.getKey().equalsIgnoreCase("Content-Type") && !h.getValue().isEmpty()) {
+                        contentType = h.getValue().getFirst();
+                    }
+                }
+                llm = Conversation.read(record.url(), BodyText.decoded(record.request(), maxBody), contentType,
+                        BodyText.decoded(record.response(), maxBody));
+            }
+            return llm;
         }
     }
 
@@ -1795,7 +1872,8 @@ public final class LlmProxy {
 
         private final Path file;
         private final List<Column> columns;
-        private final String header;
+        private final boolean jsonl;
+        private final String header; // of a CSV log; a JSONL log has none
         private final Secrets secrets;
         private final long maxBody;
         private final long rotateAt;
@@ -1816,6 +1894,7 @@ public final class LlmProxy {
         private LogWriter(Config config, OutputStream out, long size, PrintStream err) {
             this.file = config.logFile();
             this.columns = config.logColumns();
+            this.jsonl = config.logFormat() == LogFormat.JSONL;
             this.header = headerRow(columns);
             this.secrets = new Secrets(!config.logSecrets(), config.addHeaders());
             this.maxBody = config.logMaxBody();
@@ -1836,17 +1915,18 @@ public final class LlmProxy {
         /** Opens the log for appending; a new or empty file gets the header row, one with another is refused. */
         static LogWriter open(Config config, PrintStream err) {
             Path file = config.logFile();
+            boolean jsonl = config.logFormat() == LogFormat.JSONL;
             String header = headerRow(config.logColumns());
             try {
                 createPrivate(file);
                 String first = firstLine(file);
-                if (first != null && !first.equals(header)) {
-                    throw new StartupException("log file " + file + " starts with '" + abbreviate(first)
-                            + "', not the header of the chosen --log-columns '" + header + "'; refusing to mix formats:"
-                            + " choose another --log-file or move the old file away");
+                if (first != null && (jsonl ? !first.startsWith("{") : !first.equals(header))) {
+                    throw new StartupException("log file " + file + " starts with '" + abbreviate(first) + "', not "
+                            + (jsonl ? "a JSONL record" : "the header of the chosen --log-columns '" + header + "'")
+                            + "; refusing to mix formats: choose another --log-file or move the old file away");
                 }
                 OutputStream out = Files.newOutputStream(file, StandardOpenOption.APPEND);
-                if (first == null) {
+                if (first == null && !jsonl) {
                     out.write((header + "\r\n").getBytes(StandardCharsets.UTF_8));
                 }
                 return new LogWriter(config, out, Files.size(file), err);
@@ -1946,11 +2026,23 @@ public final class LlmProxy {
             if (DISCARD) {
                 return;
             }
-            List<String> fields = new ArrayList<>(columns.size());
-            for (Column column : columns) {
-                fields.add(secrets.scrub(column.field(record, secrets, maxBody)));
+            RecordView view = new RecordView(record, secrets, maxBody);
+            if (jsonl) {
+                pending.append('{');
+                for (int i = 0; i < columns.size(); i++) {
+                    Column column = columns.get(i);
+                    String value = secrets.scrub(column.field(view));
+                    pending.append(i > 0 ? ", " : "").append(Json.quote(column.header())).append(": ")
+                            .append(value.isEmpty() ? "null" : column.unquoted() ? value : Json.quote(value));
+                }
+                pending.append("}\n");
+            } else {
+                List<String> fields = new ArrayList<>(columns.size());
+                for (Column column : columns) {
+                    fields.add(secrets.scrub(column.field(view)));
+                }
+                pending.append(Csv.record(fields));
             }
-            pending.append(Csv.record(fields));
             pendingRecords++;
         }
 
@@ -2000,7 +2092,7 @@ public final class LlmProxy {
             out = Files.newOutputStream(file, StandardOpenOption.APPEND);
             openedKey = fileKey(file);
             size = Files.size(file);
-            if (size == 0) {
+            if (size == 0 && !jsonl) {
                 byte[] row = (header + "\r\n").getBytes(StandardCharsets.UTF_8);
                 out.write(row);
                 size = row.length;
@@ -2074,6 +2166,19 @@ public final class LlmProxy {
          */
         static String of(Record.Body body, long maxBody) {
             return of(body.captured(), body.total(), body.encoding(), maxBody);
+        }
+
+        /** The body's bytes with its Content-Encoding undone, or null when it cannot be. */
+        static byte[] decoded(Record.Body body, long maxBody) {
+            String coding = body.encoding() == null ? "" : body.encoding().trim().toLowerCase(Locale.ROOT);
+            if (coding.isEmpty() || coding.equals("identity")) {
+                return body.captured();
+            }
+            try {
+                return decode(body.captured(), coding, maxBody);
+            } catch (IOException e) {
+                return null;
+            }
         }
 
         static String of(byte[] captured, long total, String contentEncoding, long maxBody) {
@@ -2191,6 +2296,430 @@ public final class LlmProxy {
         }
     }
 
+    // --- reading the conversation ---
+
+    /** What the log shows of an LLM exchange; null fields are empty columns. */
+    record Llm(String model, Boolean stream, String text, String reasoning, String toolCalls,
+               Long inputTokens, Long outputTokens, Long cachedTokens, String stopReason) {
+        static final Llm NONE = new Llm(null, null, null, null, null, null, null, null, null);
+    }
+
+    /**
+     * Reads an LLM exchange from its bodies: OpenAI Chat Completions and Responses, Anthropic
+     * Messages, Ollama and Gemini, streamed or not. It runs on the log thread over the bytes the
+     * client already has, so it never delays a stream; anything it does not understand gives
+     * empty columns, never an error, and a stream cut short gives the text received so far.
+     */
+    static final class Conversation {
+        private Conversation() {}
+
+        private enum Format { OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC, OLLAMA, GEMINI }
+
+        static Llm read(String url, byte[] request, String contentType, byte[] response) {
+            try {
+                String path = URI.create(url).getRawPath();
+                Format format = format(path == null ? "" : path);
+                if (format == null) {
+                    return Llm.NONE;
+                }
+                Object requestJson = request == null || request.length == 0 ? null : parseQuietly(request);
+                List<Object> messages = new ArrayList<>();
+                boolean streamed = messages(contentType, response, messages);
+                Assembly a = new Assembly();
+                for (Object message : messages) {
+                    switch (format) {
+                        case OPENAI_CHAT -> a.openAiChat(message);
+                        case OPENAI_RESPONSES -> a.openAiResponses(message);
+                        case ANTHROPIC -> a.anthropic(message);
+                        case OLLAMA -> a.ollama(message);
+                        case GEMINI -> a.gemini(message);
+                    }
+                }
+                String model = Json.string(requestJson, "model");
+                if (model == null && format == Format.GEMINI) {
+                    int at = path.indexOf("/models/");
+                    int colon = path.lastIndexOf(':');
+                    model = at >= 0 && colon > at ? path.substring(at + 8, colon) : null;
+                }
+                return a.result(model, messages.isEmpty() ? null : streamed);
+            } catch (RuntimeException | StackOverflowError e) {
+                return Llm.NONE; // a log column is not worth a lost record
+            }
+        }
+
+        private static Format format(String path) {
+            if (path.endsWith("/chat/completions")) {
+                return Format.OPENAI_CHAT;
+            } else if (path.endsWith("/responses")) {
+                return Format.OPENAI_RESPONSES;
+            } else if (path.endsWith("/messages")) {
+                return Format.ANTHROPIC;
+            } else if (path.endsWith("/api/chat") || path.endsWith("/api/generate")) {
+                return Format.OLLAMA;
+            } else if (path.contains(":generateContent") || path.contains(":streamGenerateContent")) {
+                return Format.GEMINI;
+            }
+            return null;
+        }
+
+        /** The JSON documents of a response body, SSE, NDJSON or one document; true when streamed. */
+        private static boolean messages(String contentType, byte[] body, List<Object> out) {
+            if (body == null || body.length == 0) {
+                return false;
+            }
+            String type = contentType == null ? "" : contentType.toLowerCase(Locale.ROOT);
+            if (type.contains("text/event-stream")) {
+                Sse sse = new Sse();
+                sse.feed(body, 0, body.length);
+                for (Sse.Event event : sse.finish()) {
+                    if (!event.data().equals("[DONE]")) {
+                        Object json = parseQuietly(event.data().getBytes(StandardCharsets.UTF_8));
+                        if (json instanceof Map<?, ?> map && !map.containsKey("type") && !event.type().equals("message")) {
+                            Map<String, Object> typed = new LinkedHashMap<>();
+                            typed.put("type", event.type()); // the event name carries the type in some streams
+                            map.forEach((k, v) -> typed.put(String.valueOf(k), v));
+                            json = typed;
+                        }
+                        add(out, json);
+                    }
+                }
+                return true;
+            }
+            String text = new String(body, StandardCharsets.UTF_8).trim();
+            if (type.contains("ndjson") || (text.startsWith("{") && text.contains("}\n{"))) {
+                for (String line : text.split("\r?\n")) {
+                    if (!line.isBlank()) {
+                        add(out, parseQuietly(line.getBytes(StandardCharsets.UTF_8)));
+                    }
+                }
+                return out.size() > 1;
+            }
+            Object json = parseQuietly(body);
+            if (json instanceof List<?> list) { // Gemini's streamGenerateContent without alt=sse
+                list.forEach(item -> add(out, item));
+                return true;
+            }
+            add(out, json);
+            return false;
+        }
+
+        private static void add(List<Object> out, Object json) {
+            if (json != null) {
+                out.add(json);
+            }
+        }
+
+        private static Object parseQuietly(byte[] bytes) {
+            try {
+                return Json.parse(new String(bytes, StandardCharsets.UTF_8));
+            } catch (IllegalArgumentException e) {
+                return null; // a document cut mid-way (a stream cut short) adds nothing
+            }
+        }
+
+        /** The pieces of an answer, gathered document by document. */
+        private static final class Assembly {
+            private String model;
+            private final StringBuilder text = new StringBuilder();
+            private final StringBuilder reasoning = new StringBuilder();
+            private final Map<Object, String[]> tools = new LinkedHashMap<>(); // key -> {name, arguments}
+            private Long input;
+            private Long output;
+            private Long cached;
+            private String stop;
+
+            private void tool(Object key, String name, String arguments) {
+                String[] call = tools.computeIfAbsent(key, k -> new String[] {"", ""});
+                if (name != null && !name.isEmpty()) {
+                    call[0] = name;
+                }
+                if (arguments != null) {
+                    call[1] += arguments;
+                }
+            }
+
+            private static void append(StringBuilder to, String piece) {
+                if (piece != null) {
+                    to.append(piece);
+                }
+            }
+
+            private void error(Object error) {
+                if (error != null) {
+                    String type = Json.string(error, "type");
+                    String message = Json.string(error, "message");
+                    stop = "error: " + (type != null ? type : "") + (message != null ? (type != null ? ": " : "") + message : "");
+                }
+            }
+
+            void openAiChat(Object m) {
+                model = firstNonNull(model, Json.string(m, "model"));
+                Object choice = Json.at(m, "choices", 0);
+                Object delta = firstNonNull(Json.at(choice, "delta"), Json.at(choice, "message"));
+                append(text, Json.string(delta, "content"));
+                append(reasoning, firstNonNull(Json.string(delta, "reasoning_content"), Json.string(delta, "reasoning")));
+                if (Json.at(delta, "tool_calls") instanceof List<?> calls) {
+                    for (int i = 0; i < calls.size(); i++) {
+                        Object call = calls.get(i);
+                        Object index = firstNonNull(Json.at(call, "index"), (long) i);
+                        tool(index, Json.string(call, "function", "name"), Json.string(call, "function", "arguments"));
+                    }
+                }
+                stop = firstNonNull(Json.string(choice, "finish_reason"), stop);
+                Object usage = Json.at(m, "usage");
+                if (usage != null) {
+                    input = Json.number(usage, "prompt_tokens");
+                    output = Json.number(usage, "completion_tokens");
+                    cached = Json.number(usage, "prompt_tokens_details", "cached_tokens");
+                }
+                error(Json.at(m, "error"));
+            }
+
+            void openAiResponses(Object m) {
+                String type = Json.string(m, "type");
+                if (type == null || type.equals("response")) { // not streamed: the whole response object
+                    Object object = Json.string(m, "object") != null ? m : Json.at(m, "response");
+                    responseObject(object == null ? m : object, true);
+                    return;
+                }
+                switch (type) {
+                    case "response.output_text.delta" -> append(text, Json.string(m, "delta"));
+                    case "response.reasoning_summary_text.delta", "response.reasoning_text.delta" ->
+                            append(reasoning, Json.string(m, "delta"));
+                    case "response.output_item.added" -> {
+                        if ("function_call".equals(Json.string(m, "item", "type"))) {
+                            tool(Json.at(m, "output_index"), Json.string(m, "item", "name"), null);
+                        }
+                    }
+                    case "response.function_call_arguments.delta" -> tool(Json.at(m, "output_index"), null, Json.string(m, "delta"));
+                    case "response.created", "response.in_progress", "response.completed", "response.incomplete",
+                         "response.failed" -> responseObject(Json.at(m, "response"), false);
+                    case "error" -> error(firstNonNull(Json.at(m, "error"), m));
+                    default -> { }
+                }
+            }
+
+            /** A Responses API response object: its model, status and usage, and when whole its output. */
+            private void responseObject(Object r, boolean whole) {
+                model = firstNonNull(Json.string(r, "model"), model);
+                String status = Json.string(r, "status");
+                if (status != null && !status.equals("in_progress") && !status.equals("queued")) {
+                    String reason = Json.string(r, "incomplete_details", "reason");
+                    stop = reason != null ? status + ": " + reason : status;
+                }
+                error(Json.at(r, "error"));
+                Object usage = Json.at(r, "usage");
+                if (usage != null) {
+                    input = Json.number(usage, "input_tokens");
+                    output = Json.number(usage, "output_tokens");
+                    cached = Json.number(usage, "input_tokens_details", "cached_tokens");
+                }
+                if (whole && Json.at(r, "output") instanceof List<?> items) {
+                    for (int i = 0; i < items.size(); i++) {
+                        Object item = items.get(i);
+                        switch (String.valueOf(Json.string(item, "type"))) {
+                            case "message" -> {
+                                if (Json.at(item, "content") instanceof List<?> parts) {
+                                    parts.forEach(p -> append(text, Json.string(p, "text")));
+                                }
+                            }
+                            case "reasoning" -> {
+                                if (Json.at(item, "summary") instanceof List<?> parts) {
+                                    parts.forEach(p -> append(reasoning, Json.string(p, "text")));
+                                }
+                            }
+                            case "function_call" -> tool((long) i, Json.string(item, "name"), Json.string(item, "arguments"));
+                            default -> { }
+                        }
+                    }
+                }
+            }
+
+            void anthropic(Object m) {
+                switch (String.valueOf(Json.string(m, "type"))) {
+                    case "message_start" -> {
+                        Object message = Json.at(m, "message");
+                        model = firstNonNull(Json.string(message, "model"), model);
+                        input = firstNonNull(Json.number(message, "usage", "input_tokens"), input);
+                        cached = firstNonNull(Json.number(message, "usage", "cache_read_input_tokens"), cached);
+                    }
+                    case "content_block_start" -> {
+                        Object block = Json.at(m, "content_block");
+                        if ("tool_use".equals(Json.string(block, "type"))) {
+                            tool(Json.at(m, "index"), Json.string(block, "name"), null);
+                        }
+                    }
+                    case "content_block_delta" -> {
+                        Object delta = Json.at(m, "delta");
+                        switch (String.valueOf(Json.string(delta, "type"))) {
+                            case "text_delta" -> append(text, Json.string(delta, "text"));
+                            case "thinking_delta" -> append(reasoning, Json.string(delta, "thinking"));
+                            case "input_json_delta" -> tool(Json.at(m, "index"), null, Json.string(delta, "partial_json"));
+                            default -> { }
+                        }
+                    }
+                    case "message_delta" -> {
+                        stop = firstNonNull(Json.string(m, "delta", "stop_reason"), stop);
+                        output = firstNonNull(Json.number(m, "usage", "output_tokens"), output);
+                        input = firstNonNull(Json.number(m, "usage", "input_tokens"), input);
+                    }
+                    case "message" -> { // not streamed
+                        model = Json.string(m, "model");
+                        if (Json.at(m, "content") instanceof List<?> blocks) {
+                            for (int i = 0; i < blocks.size(); i++) {
+                                Object block = blocks.get(i);
+                                switch (String.valueOf(Json.string(block, "type"))) {
+                                    case "text" -> append(text, Json.string(block, "text"));
+                                    case "thinking" -> append(reasoning, Json.string(block, "thinking"));
+                                    case "tool_use" -> tool((long) i, Json.string(block, "name"), Json.write(Json.at(block, "input")));
+                                    default -> { }
+                                }
+                            }
+                        }
+                        stop = Json.string(m, "stop_reason");
+                        input = Json.number(m, "usage", "input_tokens");
+                        output = Json.number(m, "usage", "output_tokens");
+                        cached = Json.number(m, "usage", "cache_read_input_tokens");
+                    }
+                    case "error" -> error(Json.at(m, "error"));
+                    default -> { } // ping, content_block_stop, message_stop, unknown events
+                }
+            }
+
+            void ollama(Object m) {
+                model = firstNonNull(model, Json.string(m, "model"));
+                append(text, firstNonNull(Json.string(m, "message", "content"), Json.string(m, "response")));
+                append(reasoning, firstNonNull(Json.string(m, "message", "thinking"), Json.string(m, "thinking")));
+                if (Json.at(m, "message", "tool_calls") instanceof List<?> calls) {
+                    for (Object call : calls) {
+                        tool((long) tools.size(), Json.string(call, "function", "name"),
+                                Json.write(Json.at(call, "function", "arguments")));
+                    }
+                }
+                if (Boolean.TRUE.equals(Json.at(m, "done"))) {
+                    input = Json.number(m, "prompt_eval_count");
+                    output = Json.number(m, "eval_count");
+                    stop = Json.string(m, "done_reason");
+                }
+                String error = Json.string(m, "error");
+                if (error != null) {
+                    stop = "error: " + error;
+                }
+            }
+
+            void gemini(Object m) {
+                model = firstNonNull(Json.string(m, "modelVersion"), model);
+                Object candidate = Json.at(m, "candidates", 0);
+                if (Json.at(candidate, "content", "parts") instanceof List<?> parts) {
+                    for (Object part : parts) {
+                        boolean thought = Boolean.TRUE.equals(Json.at(part, "thought"));
+                        append(thought ? reasoning : text, Json.string(part, "text"));
+                        Object call = Json.at(part, "functionCall");
+                        if (call != null) {
+                            tool((long) tools.size(), Json.string(call, "name"), Json.write(Json.at(call, "args")));
+                        }
+                    }
+                }
+                stop = firstNonNull(Json.string(candidate, "finishReason"), stop);
+                Object usage = Json.at(m, "usageMetadata");
+                if (usage != null) {
+                    input = Json.number(usage, "promptTokenCount");
+                    output = Json.number(usage, "candidatesTokenCount");
+                    cached = Json.number(usage, "cachedContentTokenCount");
+                }
+                error(Json.at(m, "error"));
+            }
+
+            Llm result(String requestModel, Boolean stream) {
+                StringBuilder calls = new StringBuilder();
+                for (String[] call : tools.values()) {
+                    calls.append(calls.isEmpty() ? "" : "\n").append(call[0]).append('(').append(call[1]).append(')');
+                }
+                return new Llm(firstNonNull(requestModel, model), stream, text.isEmpty() ? null : text.toString(),
+                        reasoning.isEmpty() ? null : reasoning.toString(), calls.isEmpty() ? null : calls.toString(),
+                        input, output, cached, stop);
+            }
+        }
+
+        private static <T> T firstNonNull(T a, T b) {
+            return a != null ? a : b;
+        }
+    }
+
+    /**
+     * Server-sent events per the HTML standard, fed bytes as they arrive: CR, LF or CRLF line
+     * ends (also split across reads), multi-line data, comments, UTF-8 decoded per whole line.
+     * Unlike a browser it keeps a last event that lacks its closing blank line: a cut stream.
+     */
+    static final class Sse {
+        record Event(String type, String data) {}
+
+        private final List<Event> events = new ArrayList<>();
+        private final ByteArrayOutputStream line = new ByteArrayOutputStream();
+        private boolean afterCr;
+        private String type = "";
+        private StringBuilder data;
+
+        void feed(byte[] bytes, int offset, int length) {
+            for (int i = offset; i < offset + length; i++) {
+                byte b = bytes[i];
+                if (afterCr) {
+                    afterCr = false;
+                    if (b == '\n') {
+                        continue; // the LF of a CRLF
+                    }
+                }
+                if (b == '\r') {
+                    endLine();
+                    afterCr = true;
+                } else if (b == '\n') {
+                    endLine();
+                } else {
+                    line.write(b);
+                }
+            }
+        }
+
+        List<Event> finish() {
+            if (line.size() > 0) {
+                endLine();
+            }
+            dispatch();
+            return events;
+        }
+
+        private void endLine() {
+            String text = line.toString(StandardCharsets.UTF_8);
+            line.reset();
+            if (text.isEmpty()) {
+                dispatch();
+                return;
+            }
+            if (text.startsWith(":")) {
+                return; // a comment
+            }
+            int colon = text.indexOf(':');
+            String field = colon < 0 ? text : text.substring(0, colon);
+            String value = colon < 0 ? "" : text.substring(colon + 1);
+            if (value.startsWith(" ")) {
+                value = value.substring(1);
+            }
+            if (field.equals("data")) {
+                data = data == null ? new StringBuilder(value) : data.append('\n').append(value);
+            } else if (field.equals("event")) {
+                type = value;
+            }
+        }
+
+        private void dispatch() {
+            if (data != null) {
+                events.add(new Event(type.isEmpty() ? "message" : type, data.toString()));
+            }
+            data = null;
+            type = "";
+        }
+    }
+
     // --- small utilities ---
 
     /** RFC 4180 CSV: a field is quoted only when it holds a comma, quote, CR or LF. */
@@ -2234,12 +2763,20 @@ public final class LlmProxy {
         }
     }
 
-    /** JSON string literals for the proxy's own error bodies. */
+    /** JSON: string literals and documents for the proxy's own output, and a strict reader for LLM bodies. */
     static final class Json {
+        private static final int MAX_DEPTH = 256;
+
         private Json() {}
 
         static String quote(String value) {
-            StringBuilder out = new StringBuilder(value.length() + 2).append('"');
+            StringBuilder out = new StringBuilder(value.length() + 2);
+            quote(out, value);
+            return out.toString();
+        }
+
+        private static void quote(StringBuilder out, String value) {
+            out.append('"');
             int run = 0;
             for (int i = 0; i < value.length(); i++) {
                 char c = value.charAt(i);
@@ -2256,7 +2793,275 @@ public final class LlmProxy {
                     run = i + 1;
                 }
             }
-            return out.append(value, run, value.length()).append('"').toString();
+            out.append(value, run, value.length()).append('"');
+        }
+
+        /** Compact JSON for a value read by {@link #parse}; "" for a missing one. */
+        static String write(Object value) {
+            if (value == null) {
+                return "";
+            }
+            StringBuilder out = new StringBuilder();
+            write(out, value);
+            return out.toString();
+        }
+
+        private static void write(StringBuilder out, Object value) {
+            switch (value) {
+                case null -> out.append("null");
+                case String s -> quote(out, s);
+                case Map<?, ?> map -> {
+                    out.append('{');
+                    boolean first = true;
+                    for (Map.Entry<?, ?> e : map.entrySet()) {
+                        out.append(first ? "" : ",");
+                        quote(out, String.valueOf(e.getKey()));
+                        out.append(':');
+                        write(out, e.getValue());
+                        first = false;
+                    }
+                    out.append('}');
+                }
+                case List<?> list -> {
+                    out.append('[');
+                    for (int i = 0; i < list.size(); i++) {
+                        out.append(i > 0 ? "," : "");
+                        write(out, list.get(i));
+                    }
+                    out.append(']');
+                }
+                default -> out.append(value); // Long, Double, Boolean
+            }
+        }
+
+        /** Parses one document into Map, List, String, Long or Double, Boolean and null; strict, depth-bounded. */
+        static Object parse(String text) {
+            Reader reader = new Reader(text);
+            Object value = reader.value(0);
+            reader.space();
+            if (reader.at < text.length()) {
+                throw reader.error("text after the document");
+            }
+            return value;
+        }
+
+        /** The node at a path of keys and list indexes, or null when it is not there. */
+        static Object at(Object node, Object... path) {
+            for (Object step : path) {
+                if (step instanceof String key && node instanceof Map<?, ?> map) {
+                    node = map.get(key);
+                } else if (step instanceof Integer index && node instanceof List<?> list && index < list.size()) {
+                    node = list.get(index);
+                } else {
+                    return null;
+                }
+            }
+            return node;
+        }
+
+        static String string(Object node, Object... path) {
+            return at(node, path) instanceof String s ? s : null;
+        }
+
+        static Long number(Object node, Object... path) {
+            Object value = at(node, path);
+            return value instanceof Long l ? l : value instanceof Double d ? Long.valueOf(Math.round(d)) : null;
+        }
+
+        private static final class Reader {
+            private final String text;
+            private int at;
+
+            Reader(String text) {
+                this.text = text;
+            }
+
+            IllegalArgumentException error(String what) {
+                return new IllegalArgumentException("bad JSON at " + at + ": " + what);
+            }
+
+            void space() {
+                while (at < text.length() && " \t\r\n".indexOf(text.charAt(at)) >= 0) {
+                    at++;
+                }
+            }
+
+            Object value(int depth) {
+                if (depth > MAX_DEPTH) {
+                    throw error("nested too deep");
+                }
+                space();
+                if (at >= text.length()) {
+                    throw error("unexpected end");
+                }
+                char c = text.charAt(at);
+                switch (c) {
+                    case '{' -> {
+                        at++;
+                        Map<String, Object> map = new LinkedHashMap<>();
+                        space();
+                        if (peek('}')) {
+                            return map;
+                        }
+                        do {
+                            space();
+                            if (at >= text.length() || text.charAt(at) != '"') {
+                                throw error("expected a key");
+                            }
+                            String key = string();
+                            space();
+                            expect(':');
+                            map.put(key, value(depth + 1));
+                            space();
+                        } while (peek(','));
+                        expect('}');
+                        return map;
+                    }
+                    case '[' -> {
+                        at++;
+                        List<Object> list = new ArrayList<>();
+                        space();
+                        if (peek(']')) {
+                            return list;
+                        }
+                        do {
+                            list.add(value(depth + 1));
+                            space();
+                        } while (peek(','));
+                        expect(']');
+                        return list;
+                    }
+                    case '"' -> {
+                        return string();
+                    }
+                    case 't' -> {
+                        return literal("true", Boolean.TRUE);
+                    }
+                    case 'f' -> {
+                        return literal("false", Boolean.FALSE);
+                    }
+                    case 'n' -> {
+                        return literal("null", null);
+                    }
+                    default -> {
+                        return number();
+                    }
+                }
+            }
+
+            private boolean peek(char c) {
+                if (at < text.length() && text.charAt(at) == c) {
+                    at++;
+                    return true;
+                }
+                return false;
+            }
+
+            private void expect(char c) {
+                if (!peek(c)) {
+                    throw error("expected '" + c + "'");
+                }
+            }
+
+            private Object literal(String word, Object value) {
+                if (!text.startsWith(word, at)) {
+                    throw error("expected " + word);
+                }
+                at += word.length();
+                return value;
+            }
+
+            private String string() {
+                at++; // the opening quote
+                StringBuilder out = new StringBuilder();
+                int run = at;
+                while (true) {
+                    if (at >= text.length()) {
+                        throw error("unterminated string");
+                    }
+                    char c = text.charAt(at);
+                    if (c == '"') {
+                        out.append(text, run, at++);
+                        return out.toString();
+                    }
+                    if (c < 0x20) {
+                        throw error("control character in a string");
+                    }
+                    if (c == '\\') {
+                        out.append(text, run, at);
+                        if (at + 1 >= text.length()) {
+                            throw error("unterminated escape");
+                        }
+                        char e = text.charAt(at + 1);
+                        at += 2;
+                        switch (e) {
+                            case '"', '\\', '/' -> out.append(e);
+                            case 'b' -> out.append('\b');
+                            case 'f' -> out.append('\f');
+                            case 'n' -> out.append('\n');
+                            case 'r' -> out.append('\r');
+                            case 't' -> out.append('\t');
+                            case 'u' -> {
+                                if (at + 4 > text.length()) {
+                                    throw error("short \\u escape");
+                                }
+                                try {
+                                    out.append((char) Integer.parseInt(text.substring(at, at + 4), 16));
+                                } catch (NumberFormatException x) {
+                                    throw error("bad \\u escape");
+                                }
+                                at += 4;
+                            }
+                            default -> throw error("bad escape \\" + e);
+                        }
+                        run = at;
+                    } else {
+                        at++;
+                    }
+                }
+            }
+
+            private Object number() {
+                int start = at;
+                peek('-');
+                int digits = at;
+                while (at < text.length() && Character.isDigit(text.charAt(at))) {
+                    at++;
+                }
+                if (at == digits || (text.charAt(digits) == '0' && at - digits > 1)) {
+                    throw error("bad number");
+                }
+                boolean integral = true;
+                if (peek('.')) {
+                    integral = false;
+                    int fraction = at;
+                    while (at < text.length() && Character.isDigit(text.charAt(at))) {
+                        at++;
+                    }
+                    if (at == fraction) {
+                        throw error("bad fraction");
+                    }
+                }
+                if (at < text.length() && (text.charAt(at) == 'e' || text.charAt(at) == 'E')) {
+                    integral = false;
+                    at++;
+                    if (!peek('+')) {
+                        peek('-');
+                    }
+                    int exponent = at;
+                    while (at < text.length() && Character.isDigit(text.charAt(at))) {
+                        at++;
+                    }
+                    if (at == exponent) {
+                        throw error("bad exponent");
+                    }
+                }
+                String number = text.substring(start, at);
+                if (integral && at - start <= 18) {
+                    return Long.parseLong(number);
+                }
+                return Double.parseDouble(number);
+            }
         }
     }
 

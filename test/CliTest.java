@@ -133,6 +133,7 @@ class CliTest {
         "-t https://h --log-columns url,url                   | --log-columns names 'url' twice",
         "-t https://h --log-secrets=yes                       | --log-secrets takes no value",
         "-t https://h --log-rotate 1x                         | --log-rotate must be a size in bytes",
+        "-t https://h --log-format xml                        | --log-format must be csv or jsonl, got 'xml'",
     })
     void rejectsBadUsageWithExit2NamingTheProblem(String args, String message) {
         Run run = run(args.isEmpty() ? new String[0] : split(args));

@@ -245,6 +245,32 @@ class LogWriterTest {
         }
     }
 
+    @Test
+    void writesJsonLinesWithTypedValuesAndTheConversation() throws IOException {
+        Path file = dir.resolve("log.jsonl");
+        String stream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi \\\"you\\\"\"}}]}\n\n"
+                + "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],"
+                + "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        try (var log = open(file, "--log-format", "jsonl", "--log-columns",
+                "id,status,ttfb_ms,error,model,stream,response_text,output_tokens,cached_tokens,stop_reason")) {
+            log.submit(record("POST", "http://127.0.0.1:8080/v1/chat/completions", Map.of(),
+                    Map.of("Content-type", List.of("text/event-stream")), "{\"model\":\"gpt-4o-mini\",\"stream\":true}", stream));
+        }
+        assertEquals("{\"id\": \"0000abcd-1\", \"status\": 200, \"ttfb_ms\": 3, \"error\": null, \"model\": \"gpt-4o-mini\", "
+                + "\"stream\": true, \"response_text\": \"Hi \\\"you\\\"\", \"output_tokens\": 2, \"cached_tokens\": null, "
+                + "\"stop_reason\": \"stop\"}\n", Files.readString(file));
+        Object parsed = LlmProxy.Json.parse(Files.readString(file).trim());
+        assertEquals("Hi \"you\"", LlmProxy.Json.string(parsed, "response_text"));
+    }
+
+    @Test
+    void refusesToAppendJsonLinesToACsvLog() throws IOException {
+        Path file = dir.resolve("log.csv");
+        open(file).close();
+        var e = assertThrows(LlmProxy.StartupException.class, () -> open(file, "--log-format", "jsonl"));
+        assertTrue(e.getMessage().contains("not a JSONL record"), e.getMessage());
+    }
+
     // --- BodyText ---
 
     private static String text(byte[] body, String encoding) {

@@ -780,6 +780,35 @@ class ProxyTest {
     }
 
     @Test
+    void logsTheAssembledAnswerOfAStreamWithoutChangingWhatTheClientGets() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.getResponseHeaders().set("Content-Type", "text/event-stream");
+            exchange.sendResponseHeaders(200, 0);
+            for (String event : ConversationTest.ANTHROPIC_STREAM.split("(?<=\n\n)")) {
+                TestSupport.sendChunk(exchange.getResponseBody(), event);
+            }
+            exchange.getResponseBody().close();
+        }); var proxy = proxy(Map.of(), upstream.url(), "--log-columns",
+                "model,stream,response_text,reasoning_text,tool_calls,input_tokens,output_tokens,cached_tokens,"
+                        + "stop_reason,response_body")) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/v1/messages")))
+                    .POST(HttpRequest.BodyPublishers.ofString("{\"model\":\"claude-sonnet-4-5\",\"stream\":true}")).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(ConversationTest.ANTHROPIC_STREAM, response.body(), "the client gets the bytes unchanged");
+            proxy.stop();
+            var record = recordsByColumn(proxy.log).getFirst();
+            assertEquals("claude-sonnet-4-5", record.get("model"));
+            assertEquals("true", record.get("stream"));
+            assertEquals("Let me check.", record.get("response_text"));
+            assertEquals("The user wants the weather.", record.get("reasoning_text"));
+            assertEquals("get_weather({\"location\": \"San Francisco\"})", record.get("tool_calls"));
+            assertEquals(List.of("472", "89", "100", "tool_use"), List.of(record.get("input_tokens"),
+                    record.get("output_tokens"), record.get("cached_tokens"), record.get("stop_reason")));
+            assertEquals(ConversationTest.ANTHROPIC_STREAM, record.get("response_body"), "the raw bytes stay too");
+        }
+    }
+
+    @Test
     void printsOneLinePerExchangeOnStderr() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> {
             exchange.sendResponseHeaders(201, 5);

@@ -32,7 +32,7 @@ import java.util.regex.Pattern;
  * proxy's CPU and memory are read from /proc, and this process (the load client) reports its own.
  * {@code make bench-quick} runs a shorter subset. Every load loop here is bounded in time.
  * {@code ./build.sh bench --only scale,heap} runs some parts only: requests (closed and open loop,
- * streaming fidelity, time to headers), logging, scale, heap, overload, startup, bulk. {@code --only soak
+ * streaming fidelity, time to headers), logging, scale, heap, overload, startup, llm, bulk. {@code --only soak
  * [--soak-minutes 30]} runs the soak test: mixed load with client disconnects and upstream faults,
  * then compares records with exchanges and threads, descriptors and heap with their start.
  */
@@ -116,6 +116,9 @@ public final class Bench {
             }
             if (wanted("startup")) {
                 startup(quick ? 3 : 5);
+            }
+            if (wanted("llm")) {
+                llmColumns(quick ? 100 : 200);
             }
             if (wanted("bulk")) {
                 bulk(quick ? 256 : 1024);
@@ -323,6 +326,26 @@ public final class Bench {
         Arrays.sort(first);
         row("start-up: process start to first proxied response (ms)", "JVM alone (java -version): " + ms(jvm[reps / 2]),
                 ms(first[reps / 2]), "median of " + reps);
+    }
+
+    /** Streams through a proxy logging the default columns, then all of them (the conversation read too). */
+    private void llmColumns(int n) throws Exception {
+        progress("LLM columns, " + n + " streams");
+        long[] cpu = new long[2];
+        Streams[] runs = new Streams[2];
+        for (int i = 0; i < 2; i++) {
+            try (Jvm proxy = i == 0 ? startProxy(List.of()) : startProxy(List.of(), "--log-columns", "all")) {
+                streams(proxy.port, n, 20, 10, 0, 500); // warm-up
+                long before = proxy.cpuNanos();
+                runs[i] = streams(proxy.port, n, 50, 20, 0, 1000);
+                Thread.sleep(500); // the log thread reads the conversation after each stream ends
+                cpu[i] = proxy.cpuNanos() - before;
+            }
+        }
+        long events = (long) n * 50;
+        row(n + " streams x 50 events: event delay p99 (ms), default / all columns", "",
+                ms(runs[0].delay.p(99)) + " / " + ms(runs[1].delay.p(99)),
+                "CPU per event " + cpu[0] / events / 1000 + " / " + cpu[1] / events / 1000 + " µs");
     }
 
     /** A download of {@code mb} MB through a proxy held to a 64 MB heap: throughput and memory. */

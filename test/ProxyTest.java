@@ -658,7 +658,9 @@ class ProxyTest {
             var records = recordsByColumn(proxy.log);
             assertEquals(List.of("time", "id", "method", "url", "upstream_url", "status", "outcome", "duration_ms",
                     "ttfb_ms", "request_bytes", "response_bytes", "request_headers", "response_headers", "error",
-                    "request_body", "response_body"), List.copyOf(records.getFirst().keySet()));
+                    "request_body", "response_body", "model", "stream", "response_text", "reasoning_text", "tool_calls",
+                    "input_tokens", "output_tokens", "cached_tokens", "stop_reason"),
+                    List.copyOf(records.getFirst().keySet()));
             var first = records.stream().filter(r -> r.get("url").contains("/chat")).findFirst().orElseThrow();
             assertTrue(first.get("time").matches("\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z"), first.get("time"));
             assertTrue(proxy.stderr().contains(first.get("id") + " POST /chat?… 200 "), "the stderr line names the record");

@@ -2322,7 +2322,8 @@ public final class LlmProxy {
                 if (format == null) {
                     return Llm.NONE;
                 }
-                Object requestJson = request == null || request.length == 0 ? null : parseQuietly(request);
+                Object requestJson = request == null || request.length == 0 ? null
+                        : parseQuietly(new String(request, StandardCharsets.UTF_8));
                 List<Object> messages = new ArrayList<>();
                 boolean streamed = messages(contentType, response, messages);
                 Assembly a = new Assembly();
@@ -2373,7 +2374,7 @@ public final class LlmProxy {
                 sse.feed(body, 0, body.length);
                 for (Sse.Event event : sse.finish()) {
                     if (!event.data().equals("[DONE]")) {
-                        Object json = parseQuietly(event.data().getBytes(StandardCharsets.UTF_8));
+                        Object json = parseQuietly(event.data());
                         if (json instanceof Map<?, ?> map && !map.containsKey("type") && !event.type().equals("message")) {
                             Map<String, Object> typed = new LinkedHashMap<>();
                             typed.put("type", event.type()); // the event name carries the type in some streams
@@ -2389,12 +2390,12 @@ public final class LlmProxy {
             if (type.contains("ndjson") || (text.startsWith("{") && text.contains("}\n{"))) {
                 for (String line : text.split("\r?\n")) {
                     if (!line.isBlank()) {
-                        add(out, parseQuietly(line.getBytes(StandardCharsets.UTF_8)));
+                        add(out, parseQuietly(line));
                     }
                 }
                 return out.size() > 1;
             }
-            Object json = parseQuietly(body);
+            Object json = parseQuietly(text);
             if (json instanceof List<?> list) { // Gemini's streamGenerateContent without alt=sse
                 list.forEach(item -> add(out, item));
                 return true;
@@ -2409,9 +2410,9 @@ public final class LlmProxy {
             }
         }
 
-        private static Object parseQuietly(byte[] bytes) {
+        private static Object parseQuietly(String text) {
             try {
-                return Json.parse(new String(bytes, StandardCharsets.UTF_8));
+                return Json.parse(text);
             } catch (IllegalArgumentException e) {
                 return null; // a document cut mid-way (a stream cut short) adds nothing
             }
@@ -2661,23 +2662,33 @@ public final class LlmProxy {
         private StringBuilder data;
 
         void feed(byte[] bytes, int offset, int length) {
-            for (int i = offset; i < offset + length; i++) {
-                byte b = bytes[i];
-                if (afterCr) {
-                    afterCr = false;
-                    if (b == '\n') {
-                        continue; // the LF of a CRLF
-                    }
-                }
-                if (b == '\r') {
-                    endLine();
-                    afterCr = true;
-                } else if (b == '\n') {
-                    endLine();
-                } else {
-                    line.write(b);
+            int end = offset + length;
+            int i = offset;
+            if (afterCr && i < end) {
+                afterCr = false;
+                if (bytes[i] == '\n') {
+                    i++; // the LF of a CRLF split across two reads
                 }
             }
+            int start = i;
+            while (i < end) {
+                byte b = bytes[i];
+                if (b != '\r' && b != '\n') {
+                    i++;
+                    continue;
+                }
+                line.write(bytes, start, i - start); // a whole span, not byte by byte
+                endLine();
+                if (b == '\r') {
+                    if (i + 1 == end) {
+                        afterCr = true;
+                    } else if (bytes[i + 1] == '\n') {
+                        i++;
+                    }
+                }
+                start = ++i;
+            }
+            line.write(bytes, start, end - start);
         }
 
         List<Event> finish() {

@@ -226,20 +226,20 @@ class LogWriterTest {
 
     /** Waits (bounded) for the writer thread to have written n records. */
     private static void awaitRecords(LlmProxy.LogWriter log, long n) throws InterruptedException {
-        long deadline = System.nanoTime() + 5_000_000_000L;
-        while (log.written() < n) {
-            if (System.nanoTime() > deadline) {
-                throw new AssertionError("only " + log.written() + " of " + n + " records written");
-            }
-            Thread.sleep(5); // the writer thread offers nothing to wait on; polled with a deadline
-        }
+        waitFor(() -> log.written() >= n, () -> "only " + log.written() + " of " + n + " records written");
     }
 
     private void awaitStderr(String text) throws InterruptedException {
+        waitFor(() -> stderr.toString(StandardCharsets.UTF_8).contains(text), () -> "no '" + text + "' on stderr: " + stderr);
+    }
+
+    /** Polls what the writer thread does (it offers nothing to wait on), 5 s at most. */
+    private static void waitFor(java.util.function.BooleanSupplier done, java.util.function.Supplier<String> failure)
+            throws InterruptedException {
         long deadline = System.nanoTime() + 5_000_000_000L;
-        while (!stderr.toString(StandardCharsets.UTF_8).contains(text)) {
+        while (!done.getAsBoolean()) {
             if (System.nanoTime() > deadline) {
-                throw new AssertionError("no '" + text + "' on stderr: " + stderr);
+                throw new AssertionError(failure.get());
             }
             Thread.sleep(5);
         }

@@ -811,6 +811,31 @@ class ProxyTest {
     }
 
     @Test
+    void logsEmptyLlmColumnsForOtherExchanges() throws Exception {
+        String models = "{\"object\":\"list\",\"data\":[{\"id\":\"gpt-4o\",\"object\":\"model\"}]}";
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.getResponseHeaders().set("Content-Type", "application/json");
+            byte[] body = models.getBytes(StandardCharsets.UTF_8);
+            exchange.sendResponseHeaders(200, body.length);
+            exchange.getResponseBody().write(body);
+        }); var proxy = proxy(Map.of(), upstream.url(), "--log-columns", "method,status,outcome,model,stream,"
+                + "response_text,reasoning_text,tool_calls,input_tokens,output_tokens,cached_tokens,stop_reason,response_body")) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/v1/models"))).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(models, response.body());
+            proxy.stop();
+            var record = recordsByColumn(proxy.log).getFirst();
+            assertEquals(List.of("GET", "200", "complete"), List.of(record.get("method"), record.get("status"),
+                    record.get("outcome")));
+            for (String column : List.of("model", "stream", "response_text", "reasoning_text", "tool_calls",
+                    "input_tokens", "output_tokens", "cached_tokens", "stop_reason")) {
+                assertEquals("", record.get(column), column);
+            }
+            assertEquals(models, record.get("response_body"));
+        }
+    }
+
+    @Test
     void printsOneLinePerExchangeOnStderr() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> {
             exchange.sendResponseHeaders(201, 5);

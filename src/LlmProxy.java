@@ -46,6 +46,7 @@ import java.io.PrintStream;
 import java.io.Serial;
 import java.io.Writer;
 import java.net.BindException;
+import java.net.ConnectException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.URI;
@@ -943,7 +944,7 @@ public final class LlmProxy {
 
             HttpResponse<InputStream> response;
             try {
-                response = client.send(request, HttpResponse.BodyHandlers.ofInputStream());
+                response = send(request, body);
             } catch (HttpTimeoutException e) {
                 body.drainForLog();
                 return answerError(exchange, record, 504, "llmproxy_upstream_timeout", Record.Outcome.TIMEOUT,
@@ -956,8 +957,10 @@ public final class LlmProxy {
                             + body.clientError());
                     return true;
                 }
+                String host = config.target().getHost();
                 return answerError(exchange, record, 502, "llmproxy_upstream_error", Record.Outcome.UPSTREAM_ERROR,
-                        "cannot reach " + config.target().getHost() + ": " + Durations.describe(e));
+                        (e instanceof ConnectException ? "cannot reach " + host : host + " failed before answering")
+                                + ": " + Durations.describe(e));
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 body.drainForLog();
@@ -966,6 +969,33 @@ public final class LlmProxy {
             }
             try (InputStream upstreamBody = response.body()) {
                 return relay(exchange, record, response, upstreamBody);
+            }
+        }
+
+        /** How soon a failure on a reused connection must come for the request to be sent again. */
+        private static final long STALE_CONNECTION_NANOS = TimeUnit.MILLISECONDS.toNanos(500);
+
+        /**
+         * Sends the request. The JDK client resends a request that met a pooled connection the
+         * upstream had just closed (keep-alive timeouts: 5 s in uvicorn) only for GET and HEAD;
+         * a POST fails with "header parser received no bytes". When that failure comes at once,
+         * before any response byte, and the body can be sent again, llmproxy sends it once more:
+         * a failure after a longer wait may mean the upstream worked on it, and is not retried.
+         */
+        private HttpResponse<InputStream> send(HttpRequest request, RequestBody body)
+                throws IOException, InterruptedException {
+            long start = System.nanoTime();
+            try {
+                return client.send(request, HttpResponse.BodyHandlers.ofInputStream());
+            } catch (HttpTimeoutException e) {
+                throw e;
+            } catch (IOException e) {
+                boolean stale = String.valueOf(e.getMessage()).contains("received no bytes")
+                        && System.nanoTime() - start < STALE_CONNECTION_NANOS && body.replayable();
+                if (!stale) {
+                    throw e;
+                }
+                return client.send(request, HttpResponse.BodyHandlers.ofInputStream());
             }
         }
 
@@ -1354,6 +1384,11 @@ public final class LlmProxy {
 
         boolean clientFailed() {
             return clientError != null;
+        }
+
+        /** True when the request can be sent again: it had no body, or one read whole, not a stream. */
+        boolean replayable() {
+            return pump == null && clientError == null;
         }
 
         String clientError() {

@@ -836,6 +836,55 @@ class ProxyTest {
     }
 
     @Test
+    void sendsAPostAgainWhenTheUpstreamClosedThePooledConnectionAsItWasReused() throws Exception {
+        AtomicLong requests = new AtomicLong();
+        try (ServerSocket upstream = new ServerSocket(0, 50, TestSupport.LOOPBACK)) {
+            Thread server = Thread.ofVirtual().start(() -> {
+                try (var first = upstream.accept()) {
+                    var in = first.getInputStream();
+                    var out = first.getOutputStream();
+                    String head = TestSupport.RawUpstream.readHead(in);
+                    in.readNBytes(contentLength(head));
+                    requests.incrementAndGet();
+                    out.write("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none".getBytes(StandardCharsets.UTF_8));
+                    out.flush();
+                    // the next request on this kept-alive connection meets an idle-timeout close
+                    head = TestSupport.RawUpstream.readHead(in);
+                    in.readNBytes(contentLength(head));
+                    requests.incrementAndGet();
+                } catch (IOException e) {
+                    return;
+                }
+                try (var second = upstream.accept()) {
+                    String head = TestSupport.RawUpstream.readHead(second.getInputStream());
+                    second.getInputStream().readNBytes(contentLength(head));
+                    requests.incrementAndGet();
+                    second.getOutputStream().write("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo"
+                            .getBytes(StandardCharsets.UTF_8));
+                } catch (IOException e) {
+                    // the assertions below tell
+                }
+            });
+            try (var proxy = proxy(Map.of(), "http://127.0.0.1:" + upstream.getLocalPort())) {
+                for (String expected : List.of("one", "two")) {
+                    var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/v1/chat/completions")))
+                            .POST(HttpRequest.BodyPublishers.ofString("{\"prompt\": \"" + expected + "\"}")).build(),
+                            HttpResponse.BodyHandlers.ofString());
+                    assertEquals(200, response.statusCode(), response.body());
+                    assertEquals(expected, response.body());
+                }
+                server.join();
+                assertEquals(3, requests.get(), "the second prompt was sent again on a fresh connection");
+            }
+        }
+    }
+
+    private static int contentLength(String head) {
+        var m = java.util.regex.Pattern.compile("(?i)content-length: *(\\d+)").matcher(head);
+        return m.find() ? Integer.parseInt(m.group(1)) : 0;
+    }
+
+    @Test
     void printsOneLinePerExchangeOnStderr() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> {
             exchange.sendResponseHeaders(201, 5);

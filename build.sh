@@ -50,6 +50,7 @@ jar_task() {
     "$(tool javac)" --release 21 -Xlint:all -Werror -encoding UTF-8 \
         -sourcepath build/empty-sourcepath -d build/classes src/LlmProxy.java
     "$(tool jar)" --create --file build/llmproxy.jar --main-class LlmProxy -C build/classes .
+    echo "build.sh: built build/llmproxy.jar; run it with: $(tool java) -jar build/llmproxy.jar --target-url URL" >&2
 }
 
 fetch_junit() {

@@ -980,7 +980,8 @@ public final class LlmProxy {
          * upstream had just closed (keep-alive timeouts: 5 s in uvicorn) only for GET and HEAD;
          * a POST fails with "header parser received no bytes". When that failure comes at once,
          * before any response byte, and the body can be sent again, llmproxy sends it once more:
-         * a failure after a longer wait may mean the upstream worked on it, and is not retried.
+         * a failure after a longer wait may mean the upstream worked on it, and is not retried
+         * (the JDK's jdk.httpclient.enableAllMethodRetry would retry those too: a model billed twice).
          */
         private HttpResponse<InputStream> send(HttpRequest request, RequestBody body)
                 throws IOException, InterruptedException {

@@ -910,6 +910,7 @@ public final class LlmProxy {
                 body.drainForLog(RequestBody.SMALL);
             }
             exchange.getResponseHeaders().set("Retry-After", "1");
+            exchange.getResponseHeaders().set("Connection", "close"); // an idle keep-alive slot is what we lack
             return answerError(exchange, record, 503, "llmproxy_overloaded", Record.Outcome.REJECTED,
                     "llmproxy is at its limit of " + maxExchanges + " exchanges at once; retry shortly"
                             + " (the limit follows the heap size, -Xmx, or -Dllmproxy.maxExchanges)");

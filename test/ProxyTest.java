@@ -586,6 +586,13 @@ class ProxyTest {
              var held = new TestSupport.RawClient(proxy.port())) {
             held.send("GET /held HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
             held.readUntil("data: held\n\n");
+            try (var raw = new TestSupport.RawClient(proxy.port())) {
+                raw.send("GET /refused HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+                assertEquals(503, raw.status);
+                assertEquals("close", raw.headers.get("connection"), "a refused client does not keep a connection");
+                raw.body();
+                assertEquals(-1, raw.in.read(), "the server closed the connection");
+            }
             var refused = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/second")))
                     .POST(HttpRequest.BodyPublishers.ofString("the second prompt")).build(),
                     HttpResponse.BodyHandlers.ofString());
@@ -599,7 +606,7 @@ class ProxyTest {
                     HttpResponse.BodyHandlers.ofString());
             assertEquals(200, after.statusCode(), "the slot is free again");
             List<List<String>> records = proxy.records();
-            assertEquals(3, records.size());
+            assertEquals(4, records.size());
             var second = records.stream().filter(r -> r.get(1).endsWith("/second")).findFirst().orElseThrow();
             assertEquals("the second prompt", second.get(2));
             assertEquals(refused.body(), second.get(3));

@@ -82,6 +82,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.ConcurrentHashMap;
@@ -658,12 +659,17 @@ public final class LlmProxy {
             err.println("llmproxy " + VERSION + " listening on http://" + hostPort(host, proxy.port())
                     + " -> " + config.target() + ", logging to " + config.logFile().toAbsolutePath()
                     + ", up to " + limits.maxExchanges() + " exchanges at once");
-            if (!host.isLoopbackAddress()) {
-                err.println("llmproxy: WARNING: listening on " + host.getHostAddress()
-                        + ", not loopback: anyone who can reach this port uses the --add-header values"
-                        + " (your API key) and can read your traffic");
-            }
+            exposureWarning(host).ifPresent(err::println);
             return proxy;
+        }
+
+        /** What a user must hear before exposing the proxy beyond this machine; nothing for loopback. */
+        static Optional<String> exposureWarning(InetAddress host) {
+            if (host.isLoopbackAddress()) {
+                return Optional.empty();
+            }
+            return Optional.of("llmproxy: WARNING: listening on " + host.getHostAddress() + ", not loopback: anyone"
+                    + " who can reach this port uses the --add-header values (your API key) and can read your traffic");
         }
 
         int port() {

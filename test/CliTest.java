@@ -208,4 +208,15 @@ class CliTest {
         var e = assertThrows(IllegalArgumentException.class, () -> config.upstreamUri(path, null));
         assertTrue(e.getMessage().contains("'..'"));
     }
+
+    @Test
+    void warnsBeforeListeningBeyondLoopback() throws Exception {
+        for (String address : List.of("0.0.0.0", "192.0.2.10", "::")) { // decided without binding anything
+            String warning = LlmProxy.Proxy.exposureWarning(InetAddress.getByName(address)).orElseThrow();
+            assertTrue(warning.contains("not loopback") && warning.contains("your API key"), warning);
+        }
+        for (String address : List.of("127.0.0.1", "127.0.0.2", "::1")) {
+            assertTrue(LlmProxy.Proxy.exposureWarning(InetAddress.getByName(address)).isEmpty(), address);
+        }
+    }
 }

@@ -236,4 +236,19 @@ class LaunchTest {
             assertEquals("http://h/still-serving", TestSupport.Csv.parse(Files.readString(log)).get(1).get(1));
         }
     }
+
+    @Test
+    void stopsOnSigintLikeOnSigterm() throws Exception {
+        Path log = dir.resolve("log.csv");
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
+             var proxy = new Launched(upstream.url(), log);
+             var client = new TestSupport.RawClient(proxy.port)) {
+            client.send("DELETE /v1/files/1 HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
+            assertEquals(204, client.status);
+            Process kill = new ProcessBuilder("kill", "-INT", String.valueOf(proxy.process.pid())).start();
+            assertTrue(kill.waitFor(10, TimeUnit.SECONDS));
+            assertEquals(0, proxy.exitCode());
+            assertEquals(List.of("DELETE", "http://h/v1/files/1", "", ""), TestSupport.Csv.parse(Files.readString(log)).get(1));
+        }
+    }
 }

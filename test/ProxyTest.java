@@ -892,6 +892,20 @@ class ProxyTest {
     }
 
     @Test
+    void derivesLimitsFromTheHeapUnlessASystemPropertySetsThem() {
+        var derived = LlmProxy.Limits.fromSystem();
+        long heapBudget = (Runtime.getRuntime().maxMemory() - LlmProxy.Limits.BASE_HEAP) / 2 / LlmProxy.Limits.HEAP_PER_EXCHANGE;
+        assertTrue(derived.maxExchanges() >= 1 && derived.maxExchanges() <= heapBudget, "within half the heap: " + derived);
+        assertTrue(derived.maxConnections() > derived.maxExchanges(), "room for connections that get a 503: " + derived);
+        System.setProperty("llmproxy.maxExchanges", "7");
+        try {
+            assertEquals(7, LlmProxy.Limits.fromSystem().maxExchanges());
+        } finally {
+            System.clearProperty("llmproxy.maxExchanges");
+        }
+    }
+
+    @Test
     void printsOneLinePerExchangeOnStderr() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> {
             exchange.sendResponseHeaders(201, 5);

@@ -855,6 +855,8 @@ public final class LlmProxy {
         private static final int MAX_BUFFER = 16 * 1024;
 
         private final Config config;
+        /** Client headers never forwarded as they are: computed once, not per request. */
+        private final Set<String> requestDropped;
         private final int maxExchanges;
         private final HttpClient client;
         private final IdleWatchdog watchdog;
@@ -867,6 +869,7 @@ public final class LlmProxy {
 
         Forwarder(Config config, int maxExchanges, HttpClient client, IdleWatchdog watchdog, LogWriter log) {
             this.config = config;
+            this.requestDropped = HeaderRules.requestDropped(config.addHeaders());
             this.maxExchanges = maxExchanges;
             this.client = client;
             this.watchdog = watchdog;
@@ -1011,7 +1014,7 @@ public final class LlmProxy {
             String method = exchange.getRequestMethod();
             var headers = exchange.getRequestHeaders();
             HttpRequest.Builder builder = HttpRequest.newBuilder(upstream).timeout(config.timeout());
-            Set<String> dropped = HeaderRules.droppedRequestHeaders(headers.get("Connection"), config.addHeaders());
+            Set<String> dropped = HeaderRules.plusListed(requestDropped, headers.get("Connection"));
             for (Map.Entry<String, List<String>> header : headers.entrySet()) {
                 String name = header.getKey();
                 if (dropped.contains(name.toLowerCase(Locale.ROOT))) {
@@ -1060,7 +1063,7 @@ public final class LlmProxy {
             int status = response.statusCode();
             var upstreamHeaders = response.headers().map();
             var clientHeaders = exchange.getResponseHeaders();
-            Set<String> dropped = HeaderRules.droppedResponseHeaders(response.headers().allValues("Connection"));
+            Set<String> dropped = HeaderRules.plusListed(HeaderRules.RESPONSE_DROPPED, response.headers().allValues("Connection"));
             for (Map.Entry<String, List<String>> header : upstreamHeaders.entrySet()) {
                 String name = header.getKey();
                 if (!name.startsWith(":") && !dropped.contains(name.toLowerCase(Locale.ROOT))) {
@@ -1198,36 +1201,37 @@ public final class LlmProxy {
         static final Set<String> HOP_BY_HOP = Set.of("connection", "keep-alive", "proxy-connection", "te",
                 "trailer", "transfer-encoding", "upgrade", "http2-settings");
 
-        /** Lower-case names of client headers that are not forwarded as they are. */
-        static Set<String> droppedRequestHeaders(List<String> connection, List<AddedHeader> added) {
-            Set<String> names = new HashSet<>(HOP_BY_HOP);
-            // The upstream gets its own Host; the JDK client computes Content-Length and Expect.
-            names.addAll(List.of("host", "content-length", "expect"));
-            addListed(names, connection);
-            for (AddedHeader header : added) {
-                names.add(header.name().toLowerCase(Locale.ROOT));
-            }
-            return names;
-        }
-
         /** Lower-case names of upstream headers that are not passed back to the client. */
-        static Set<String> droppedResponseHeaders(List<String> connection) {
-            Set<String> names = new HashSet<>(HOP_BY_HOP);
-            names.add("content-length"); // the server writes its own from the length we announce
-            addListed(names, connection);
-            return names;
+        static final Set<String> RESPONSE_DROPPED = with(HOP_BY_HOP, List.of("content-length")); // the server writes its own
+
+        /** Lower-case names of client headers that are never forwarded as they are (before Connection's list). */
+        static Set<String> requestDropped(List<AddedHeader> added) {
+            // The upstream gets its own Host; the JDK client computes Content-Length and Expect.
+            List<String> names = new ArrayList<>(List.of("host", "content-length", "expect"));
+            added.forEach(header -> names.add(header.name().toLowerCase(Locale.ROOT)));
+            return with(HOP_BY_HOP, names);
         }
 
-        private static void addListed(Set<String> names, List<String> connectionValues) {
-            if (connectionValues != null) {
-                for (String value : connectionValues) {
+        /** {@code dropped} plus the names a Connection header lists; the same set when it lists none. */
+        static Set<String> plusListed(Set<String> dropped, List<String> connection) {
+            List<String> listed = new ArrayList<>();
+            if (connection != null) {
+                for (String value : connection) {
                     for (String token : value.split(",")) {
-                        if (!token.isBlank()) {
-                            names.add(token.trim().toLowerCase(Locale.ROOT));
+                        String name = token.trim().toLowerCase(Locale.ROOT);
+                        if (!name.isEmpty() && !dropped.contains(name)) {
+                            listed.add(name);
                         }
                     }
                 }
             }
+            return listed.isEmpty() ? dropped : with(dropped, listed);
+        }
+
+        private static Set<String> with(Set<String> names, List<String> more) {
+            Set<String> all = new HashSet<>(names);
+            all.addAll(more);
+            return Set.copyOf(all);
         }
 
         /**

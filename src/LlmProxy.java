@@ -229,6 +229,14 @@ public final class LlmProxy {
                                              the request path and query are appended to it
                   -p, --port N               port to listen on; 0 picks a free one (default: 8080)
                       --host ADDR            address to listen on (default: 127.0.0.1)
+                      --allow-host NAME      also serve requests whose Host header is NAME (by
+                                             default only this proxy's own addresses and names:
+                                             localhost, 127.0.0.1 and [::1] on loopback);
+                                             repeatable
+                      --allow-origin ORIGIN  also serve requests from web pages at ORIGIN, e.g.
+                                             http://app.example:3000 (by default only pages on
+                                             this machine: localhost, 127.x, [::1]); * allows
+                                             every page; repeatable
                   -a, --add-header 'Name: Value'
                                              set this header on every upstream request, replacing
                                              the client's; ${VAR} is read from the environment;
@@ -250,6 +258,10 @@ public final class LlmProxy {
                                              the client still gets every byte (default: 16m)
                       --log-rotate SIZE      when the log exceeds SIZE, rename it with a timestamp
                                              and start a new one, e.g. 100m (default: off)
+                      --log-keep N           with --log-rotate, keep the N newest rotated files
+                                             and delete older ones (default: keep all)
+                      --log-excel-safe       start CSV fields that a spreadsheet would run as a
+                                             formula (=, +, -, @, tab, CR) with a '
                   -T, --timeout MINUTES      longest wait for response headers, and longest silence
                                              inside a response body; decimals allowed (default: 3)
                   -h, --help                 print this help and exit
@@ -278,8 +290,12 @@ public final class LlmProxy {
             List<Column> columns = null;
             LogFormat format = null;
             boolean secrets = false;
+            boolean excelSafe = false;
             Long maxBody = null;
             Long rotate = null;
+            Integer keep = null;
+            List<String> allowHosts = new ArrayList<>();
+            List<String> allowOrigins = new ArrayList<>();
             Duration timeout = null;
             List<AddedHeader> headers = new ArrayList<>();
             for (int i = 0; i < args.length; i++) {
@@ -298,11 +314,15 @@ public final class LlmProxy {
                     case "-V", "--version" -> {
                         return new Command.Version();
                     }
-                    case "--log-secrets" -> {
+                    case "--log-secrets", "--log-excel-safe" -> {
                         if (value != null) {
-                            throw new UsageException("--log-secrets takes no value");
+                            throw new UsageException(name + " takes no value");
                         }
-                        secrets = true;
+                        if (name.equals("--log-secrets")) {
+                            secrets = true;
+                        } else {
+                            excelSafe = true;
+                        }
                         continue;
                     }
                     default -> {
@@ -325,6 +345,9 @@ public final class LlmProxy {
                     case "--log-file" -> logFile = once(option, logFile, value);
                     case "--log-max-body" -> maxBody = once(option, maxBody, parseSize(option, value));
                     case "--log-rotate" -> rotate = once(option, rotate, parseSize(option, value));
+                    case "--log-keep" -> keep = once(option, keep, parseCount(option, value));
+                    case "--allow-host" -> allowHosts.add(Access.parseAllowedHost(value));
+                    case "--allow-origin" -> allowOrigins.add(Access.parseAllowedOrigin(value));
                     case "--log-columns" -> columns = once(option, columns, Column.parse(value));
                     case "--log-format" -> format = once(option, format, LogFormat.parse(value));
                     case "--timeout" -> timeout = once(option, timeout, parseMinutes(value));
@@ -344,9 +367,13 @@ public final class LlmProxy {
                     format == null ? LogFormat.CSV : format,
                     columns == null ? Column.DEFAULT : columns,
                     secrets,
+                    excelSafe,
                     maxBody == null ? 16L << 20 : maxBody,
                     rotate == null ? 0 : rotate,
-                    timeout == null ? Duration.ofMinutes(3) : timeout));
+                    keep == null ? 0 : keep,
+                    timeout == null ? Duration.ofMinutes(3) : timeout,
+                    allowHosts,
+                    allowOrigins));
         }
 
         private static String longName(String name) {
@@ -358,6 +385,9 @@ public final class LlmProxy {
                 case "-l", "--log-file" -> "--log-file";
                 case "--log-max-body" -> "--log-max-body";
                 case "--log-rotate" -> "--log-rotate";
+                case "--log-keep" -> "--log-keep";
+                case "--allow-host" -> "--allow-host";
+                case "--allow-origin" -> "--allow-origin";
                 case "--log-columns" -> "--log-columns";
                 case "--log-format" -> "--log-format";
                 case "-T", "--timeout" -> "--timeout";
@@ -397,6 +427,13 @@ public final class LlmProxy {
                 // reported below
             }
             throw new UsageException("--port must be a number from 0 to 65535, got '" + value + "'");
+        }
+
+        private static int parseCount(String option, String value) {
+            if (value.matches("[0-9]{1,6}") && Integer.parseInt(value) > 0) {
+                return Integer.parseInt(value);
+            }
+            throw new UsageException(option + " must be a whole number from 1 to 999999, got '" + value + "'");
         }
 
         private static Duration parseMinutes(String value) {
@@ -444,8 +481,9 @@ public final class LlmProxy {
 
     /** The validated configuration of one proxy. */
     record Config(URI target, InetAddress host, int port, List<AddedHeader> addHeaders, Path logFile,
-                  LogFormat logFormat, List<Column> logColumns, boolean logSecrets, long logMaxBody, long logRotate,
-                  Duration timeout) {
+                  LogFormat logFormat, List<Column> logColumns, boolean logSecrets, boolean logExcelSafe,
+                  long logMaxBody, long logRotate, int logKeep, Duration timeout, List<String> allowHosts,
+                  List<String> allowOrigins) {
         Config {
             if (!target.isAbsolute() || target.getHost() == null) {
                 throw new UsageException("--target-url must be an absolute URL, got '" + target + "'");
@@ -453,8 +491,11 @@ public final class LlmProxy {
             if (port < 0 || port > 65535) {
                 throw new UsageException("--port must be from 0 to 65535, got " + port);
             }
-            if (logMaxBody < 0 || logRotate < 0) {
-                throw new UsageException("--log-max-body and --log-rotate must not be negative");
+            if (logMaxBody < 0 || logRotate < 0 || logKeep < 0) {
+                throw new UsageException("--log-max-body, --log-rotate and --log-keep must not be negative");
+            }
+            if (logKeep > 0 && logRotate == 0) {
+                throw new UsageException("--log-keep needs --log-rotate: without rotation there are no old files to keep");
             }
             if (logColumns.isEmpty()) {
                 throw new UsageException("--log-columns needs at least one column");
@@ -464,6 +505,8 @@ public final class LlmProxy {
                 throw new UsageException("--timeout must be positive");
             }
             addHeaders = List.copyOf(addHeaders);
+            allowHosts = List.copyOf(allowHosts);
+            allowOrigins = List.copyOf(allowOrigins);
         }
 
         /**
@@ -488,18 +531,61 @@ public final class LlmProxy {
                     + (query == null ? "" : "?" + query));
         }
 
-        private static void requireNoClimb(String path) {
+        /**
+         * Refuses a path whose {@code ..} segments climb above the target as some server on the
+         * way may read it: percent-decoded again and again (%252e), backslashes and encoded
+         * slashes as separators, overlong UTF-8 dots and slashes, a segment cut at ';' (..;/)
+         * or a NUL. The path itself is forwarded as sent: this reading only decides.
+         */
+        static void requireNoClimb(String rawPath) {
+            String path = rawPath;
+            for (int round = 0; round < 4; round++) {
+                String decoded = percentDecode(path);
+                if (decoded.equals(path)) {
+                    break;
+                }
+                path = decoded;
+            }
+            path = path.replace("\u00c0\u00ae", ".").replace("\u00e0\u0080\u00ae", ".")
+                    .replace("\u00c0\u00af", "/").replace("\u00e0\u0080\u00af", "/").replace('\\', '/');
             int depth = 0;
-            for (String segment : path.substring(1).split("/", -1)) {
-                String s = segment.toLowerCase(Locale.ROOT).replace("%2e", ".");
-                if (s.equals("..")) {
+            for (String segment : path.split("/", -1)) {
+                int end = segment.length();
+                for (int i = 0; i < segment.length(); i++) {
+                    if (segment.charAt(i) == ';' || segment.charAt(i) == 0) {
+                        end = i;
+                        break;
+                    }
+                }
+                String name = segment.substring(0, end);
+                if (name.equals("..")) {
                     if (--depth < 0) {
                         throw new IllegalArgumentException("path climbs above the target URL with '..'");
                     }
-                } else if (!s.equals(".") && !s.isEmpty()) {
+                } else if (!name.equals(".") && !name.isEmpty()) {
                     depth++;
                 }
             }
+        }
+
+        /** One round of %XX decoding into one char per byte; a malformed escape stays as it is. */
+        private static String percentDecode(String text) {
+            if (text.indexOf('%') < 0) {
+                return text;
+            }
+            StringBuilder out = new StringBuilder(text.length());
+            for (int i = 0; i < text.length(); i++) {
+                char c = text.charAt(i);
+                int high = c == '%' && i + 2 < text.length() ? Character.digit(text.charAt(i + 1), 16) : -1;
+                int low = high >= 0 ? Character.digit(text.charAt(i + 2), 16) : -1;
+                if (low >= 0) {
+                    out.append((char) (high * 16 + low));
+                    i += 2;
+                } else {
+                    out.append(c);
+                }
+            }
+            return out.toString();
         }
     }
 
@@ -516,30 +602,60 @@ public final class LlmProxy {
         }
     }
 
-    /** One {@code --add-header}: a header set on every upstream request, never logged. */
-    record AddedHeader(String name, String value) {
+    /**
+     * One {@code --add-header}: a header set on every upstream request, never logged. A secret
+     * one (read from the environment, or a credential header) is also scrubbed from every
+     * logged field, error message and stderr line in which its value appears.
+     */
+    record AddedHeader(String name, String value, boolean secret) {
         @Override
         public String toString() {
             return name + ": [hidden]";
         }
 
+        /**
+         * Parses 'Name: Value' and checks at start that the JDK client can send it, so that no
+         * request fails on it later. No message shows the value: it may be the key.
+         */
         static AddedHeader parse(String spec, UnaryOperator<String> env) {
             int colon = spec.indexOf(':');
             if (colon < 0) {
-                throw new UsageException("--add-header needs 'Name: Value', got '" + spec + "' (no colon)");
+                throw new UsageException("--add-header needs 'Name: Value', but the value given has no colon"
+                        + " (not shown: it may hold a key)");
             }
             String name = spec.substring(0, colon).trim();
             if (!name.matches("[!#$%&'*+.^_`|~0-9A-Za-z-]+")) {
-                throw new UsageException("--add-header has an invalid header name '" + name + "'");
+                throw new UsageException("--add-header has an invalid header name: a name is made of letters, digits"
+                        + " and !#$%&'*+.^_`|~- only");
             }
-            String value = expand(spec.substring(colon + 1).trim(), env);
+            String lower = name.toLowerCase(Locale.ROOT);
+            if (HeaderRules.SET_BY_CLIENT.contains(lower)) {
+                throw new UsageException("--add-header cannot set " + name + ": Java's HTTP client sets it itself");
+            }
+            if (HeaderRules.HOP_BY_HOP.contains(lower) || lower.startsWith("sec-websocket-")) {
+                throw new UsageException("--add-header cannot set " + name + ": it describes one connection"
+                        + " (a hop-by-hop header), and llmproxy never forwards it");
+            }
+            String raw = spec.substring(colon + 1).trim();
+            String value = expand(raw, env);
             for (int i = 0; i < value.length(); i++) {
                 char c = value.charAt(i);
                 if ((c < 0x20 && c != '\t') || c == 0x7f) {
                     throw new UsageException("--add-header " + name + " has a control character in its value");
                 }
+                if (c > 0xff) {
+                    throw new UsageException("--add-header " + name + " has a character outside Latin-1 in its value"
+                            + " (at position " + (i + 1) + "), which HTTP headers cannot carry");
+                }
             }
-            return new AddedHeader(name, value);
+            try {
+                HttpRequest.newBuilder().header(name, value);
+            } catch (IllegalArgumentException e) {
+                // The JDK's message quotes the value: say what is wrong without it.
+                throw new UsageException("--add-header " + name + " cannot be sent by Java's HTTP client"
+                        + " (restricted name or invalid value)");
+            }
+            return new AddedHeader(name, value, raw.contains("${") || Secrets.isCredentialHeader(lower));
         }
 
         /** Replaces each {@code ${VAR}} with the environment variable VAR; unset is an error. */
@@ -650,16 +766,21 @@ public final class LlmProxy {
                     .build();
             IdleWatchdog watchdog = new IdleWatchdog(config.timeout());
             ExecutorService handlers = Executors.newVirtualThreadPerTaskExecutor();
-            Forwarder forwarder = new Forwarder(config, limits.maxExchanges(), client, watchdog, log);
+            Forwarder forwarder = new Forwarder(config, limits.maxExchanges(), client, watchdog, log, Access.of(config),
+                    new Secrets(!config.logSecrets(), config.addHeaders()));
             server.createContext("/", forwarder::handle);
             server.setExecutor(handlers);
             server.start();
             Proxy proxy = new Proxy(server, handlers, client, watchdog, log, forwarder, err);
             InetAddress host = config.host();
             err.println("llmproxy " + VERSION + " listening on http://" + hostPort(host, proxy.port())
-                    + " -> " + config.target() + ", logging to " + config.logFile().toAbsolutePath()
+                    + " -> " + Secrets.maskQuery(config.target().toString()) + ", logging to " + config.logFile().toAbsolutePath()
                     + ", up to " + limits.maxExchanges() + " exchanges at once");
             exposureWarning(host).ifPresent(err::println);
+            if (config.allowOrigins().contains("*")) {
+                err.println("llmproxy: WARNING: --allow-origin * lets every web page you visit send requests through"
+                        + " llmproxy with your --add-header values (your API key)");
+            }
             return proxy;
         }
 
@@ -843,6 +964,179 @@ public final class LlmProxy {
         }
     }
 
+    // --- access ---
+
+    /**
+     * Which requests may use the proxy. Any web page the user visits can send requests to
+     * 127.0.0.1 (CSRF), and a page whose own name now resolves to 127.0.0.1 (DNS rebinding) can
+     * even read the answers: both would spend the key that --add-header injects. Browsers
+     * always say who asks: Host carries the name the page used, Origin the page itself. So a
+     * request is served only when its Host names this proxy and its Origin, when it has one, is
+     * a page on this machine or one allowed with --allow-origin.
+     */
+    static final class Access {
+        private static final java.util.regex.Pattern IPV4 =
+                java.util.regex.Pattern.compile("[0-9]{1,3}(\\.[0-9]{1,3}){3}");
+
+        private final Set<String> hosts; // lower case, without port or brackets
+        private final boolean loopbackNames;
+        private final Set<String> origins; // lower case scheme://host[:port]
+        private final boolean anyOrigin;
+
+        Access(Set<String> hosts, boolean loopbackNames, Set<String> origins) {
+            this.hosts = Set.copyOf(hosts);
+            this.loopbackNames = loopbackNames;
+            this.anyOrigin = origins.contains("*");
+            this.origins = Set.copyOf(origins);
+        }
+
+        /** The names this proxy answers to: loopback names on a loopback bind, else its addresses and names. */
+        static Access of(Config config) {
+            Set<String> hosts = new HashSet<>(config.allowHosts());
+            InetAddress bind = config.host();
+            boolean loopback = bind.isLoopbackAddress() || bind.isAnyLocalAddress();
+            if (!bind.isLoopbackAddress()) {
+                hosts.add(bare(bind.getHostAddress()));
+                try {
+                    if (bind.isAnyLocalAddress()) {
+                        for (var nic : java.util.Collections.list(java.net.NetworkInterface.getNetworkInterfaces())) {
+                            for (InetAddress address : java.util.Collections.list(nic.getInetAddresses())) {
+                                hosts.add(bare(address.getHostAddress()));
+                            }
+                        }
+                    }
+                    String name = InetAddress.getLocalHost().getHostName().toLowerCase(Locale.ROOT);
+                    hosts.add(name);
+                    hosts.add(name.split("\\.", 2)[0]);
+                    hosts.add(InetAddress.getLocalHost().getCanonicalHostName().toLowerCase(Locale.ROOT));
+                } catch (IOException e) {
+                    // the addresses above, the loopback names and --allow-host still hold
+                }
+            }
+            return new Access(hosts, loopback, new HashSet<>(config.allowOrigins()));
+        }
+
+        /** An --allow-host value: a host name or address, without scheme, port or path. */
+        static String parseAllowedHost(String value) {
+            String host = bare(value.trim().toLowerCase(Locale.ROOT));
+            if (host.isEmpty() || !host.matches("[a-z0-9._:%-]+") || host.contains("..")) {
+                throw new UsageException("--allow-host takes a host name or address such as my-box.local or"
+                        + " 192.168.1.5, without scheme, port or path; got '" + value + "'");
+            }
+            return host;
+        }
+
+        /** An --allow-origin value: * or scheme://host[:port], as a browser sends it in Origin. */
+        static String parseAllowedOrigin(String value) {
+            String origin = value.trim().toLowerCase(Locale.ROOT);
+            while (origin.endsWith("/")) {
+                origin = origin.substring(0, origin.length() - 1);
+            }
+            if (origin.equals("*") || origin.matches("https?://[a-z0-9._-]+(:[0-9]{1,5})?|https?://\\[[0-9a-f:.]+](:[0-9]{1,5})?")) {
+                return origin;
+            }
+            throw new UsageException("--allow-origin takes * or an origin as browsers send it, scheme://host[:port]"
+                    + " such as http://localhost:5173 (no path); got '" + value + "'");
+        }
+
+        /**
+         * Null when the request may pass, else why not (for its 403 and its record).
+         *
+         * @param host the Host header, or null for an HTTP/1.0 request without one (no browser sends that)
+         * @param absolute the request line's URI when in absolute form, else null
+         * @param origin the Origin header, or null
+         * @param fetchSite the Sec-Fetch-Site header, or null
+         */
+        String refusal(String host, URI absolute, String origin, String fetchSite) {
+            if (host != null && !allowedHost(hostOf(host))) {
+                return "Host '" + abbreviate(host) + "' does not name this proxy: a web page may be trying to use it"
+                        + " (DNS rebinding); a name of your own is allowed with --allow-host NAME";
+            }
+            if (absolute != null && absolute.getHost() != null && !allowedHost(bare(absolute.getHost().toLowerCase(Locale.ROOT)))) {
+                return "the request names host '" + abbreviate(absolute.getHost()) + "', not this proxy";
+            }
+            if (origin != null) {
+                if (!allowedOrigin(origin.trim().toLowerCase(Locale.ROOT))) {
+                    return "requests from web pages at '" + abbreviate(origin) + "' are refused: only pages on this"
+                            + " machine may use the proxy, others with --allow-origin ORIGIN";
+                }
+            } else if (fetchSite != null && fetchSite.trim().equalsIgnoreCase("cross-site") && !anyOrigin) {
+                return "a browser sent this request from another site's page; only pages on this machine may use the proxy";
+            }
+            return null;
+        }
+
+        private boolean allowedHost(String host) {
+            return hosts.contains(host) || (loopbackNames && isLoopbackName(host));
+        }
+
+        private boolean allowedOrigin(String origin) {
+            if (anyOrigin || origins.contains(origin)) {
+                return true;
+            }
+            int scheme = origin.indexOf("://");
+            if (scheme < 0 || !(origin.startsWith("http://") || origin.startsWith("https://"))) {
+                return false; // "null" (a file, a sandboxed frame) and other schemes
+            }
+            String authority = origin.substring(scheme + 3);
+            return !authority.contains("/") && !authority.contains("@") && isLoopbackName(hostOf(authority));
+        }
+
+        /** localhost, any 127.x.y.z, or ::1, written as a literal: never looked up. */
+        static boolean isLoopbackName(String host) {
+            if (host.equals("localhost") || host.equals("0:0:0:0:0:0:0:1")) {
+                return true;
+            }
+            if (IPV4.matcher(host).matches() && host.startsWith("127.")) {
+                for (String part : host.split("\\.")) {
+                    if (Integer.parseInt(part) > 255) {
+                        return false;
+                    }
+                }
+                return true;
+            }
+            return false;
+        }
+
+        /** The host of "host", "host:port", "[v6]" or "[v6]:port", lower case, without a trailing dot. */
+        static String hostOf(String authority) {
+            String a = authority.trim().toLowerCase(Locale.ROOT);
+            if (a.startsWith("[")) {
+                int close = a.indexOf(']');
+                String rest = close < 0 ? "?" : a.substring(close + 1);
+                return close < 0 || !(rest.isEmpty() || rest.matches(":[0-9]{1,5}")) ? "" : bare(a.substring(0, close + 1));
+            }
+            int colon = a.lastIndexOf(':');
+            if (colon >= 0) {
+                if (a.indexOf(':') != colon || !a.substring(colon + 1).matches("[0-9]{1,5}")) {
+                    return "";
+                }
+                a = a.substring(0, colon);
+            }
+            return bare(a);
+        }
+
+        /** Without brackets, zone or trailing dot; an IPv6 literal in one spelling (::1 as 0:0:0:0:0:0:0:1). */
+        private static String bare(String host) {
+            String h = host.startsWith("[") && host.endsWith("]") ? host.substring(1, host.length() - 1) : host;
+            int zone = h.indexOf('%');
+            h = zone >= 0 ? h.substring(0, zone) : h;
+            if (h.indexOf(':') >= 0 && h.matches("[0-9a-f:.]+")) {
+                try {
+                    return InetAddress.getByName(h).getHostAddress(); // a literal: no lookup
+                } catch (UnknownHostException e) {
+                    return "";
+                }
+            }
+            return h.endsWith(".") ? h.substring(0, h.length() - 1) : h;
+        }
+
+        private static String abbreviate(String text) {
+            String printable = text.replaceAll("[^\\x20-\\x7e]", "?");
+            return printable.length() > 100 ? printable.substring(0, 100) + "…" : printable;
+        }
+    }
+
     // --- forwarding ---
 
     /** Handles one exchange: builds the upstream request, streams the answer back, records it. */
@@ -861,44 +1155,77 @@ public final class LlmProxy {
         private final HttpClient client;
         private final IdleWatchdog watchdog;
         private final LogWriter log;
+        private final Access access;
+        private final Secrets secrets;
         final AtomicInteger inFlight = new AtomicInteger();
         /** Record ids: a random prefix per run, then a counter, e.g. 3f9a2c1e-42. */
         private final String idPrefix = String.format("%08x-", ThreadLocalRandom.current().nextInt());
         private final AtomicLong ids = new AtomicLong();
         volatile boolean closing;
 
-        Forwarder(Config config, int maxExchanges, HttpClient client, IdleWatchdog watchdog, LogWriter log) {
+        Forwarder(Config config, int maxExchanges, HttpClient client, IdleWatchdog watchdog, LogWriter log,
+                  Access access, Secrets secrets) {
             this.config = config;
             this.requestDropped = HeaderRules.requestDropped(config.addHeaders());
             this.maxExchanges = maxExchanges;
             this.client = client;
             this.watchdog = watchdog;
             this.log = log;
+            this.access = access;
+            this.secrets = secrets;
+        }
+
+        /** How the client's response ends. */
+        enum Ending {
+            /** The response is complete: the server ends it cleanly and may keep the connection. */
+            ANSWERED,
+            /** The response is cut short: the connection is dropped so the client sees it unfinished. */
+            CUT
         }
 
         void handle(HttpExchange exchange) {
-            boolean admitted = inFlight.incrementAndGet() <= maxExchanges;
             Record.Builder record = new Record.Builder(idPrefix + ids.incrementAndGet(), exchange.getRequestMethod(),
                     clientUrl(exchange), exchange.getRequestURI(), config.logMaxBody(), () -> closing);
-            record.requestHeaders = exchange.getRequestHeaders();
+            var headers = exchange.getRequestHeaders();
+            record.requestHeaders = headers;
             record.responseHeaders = exchange.getResponseHeaders();
-            String requestEncoding = exchange.getRequestHeaders().getFirst("Content-Encoding");
+            String requestEncoding = headers.getFirst("Content-Encoding");
             record.requestEncoding = requestEncoding == null ? "" : requestEncoding;
             RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody);
-            boolean truncate = false;
+            URI requested = exchange.getRequestURI();
+            String refusal = access.refusal(headers.getFirst("Host"), requested.isAbsolute() ? requested : null,
+                    headers.getFirst("Origin"), headers.getFirst("Sec-Fetch-Site"));
+            boolean counted = false;
+            Ending ending = Ending.ANSWERED;
             try {
-                truncate = admitted ? forward(exchange, record, body) : refuse(exchange, record, body);
+                if (refusal != null) {
+                    keepBodyForLog(exchange, body);
+                    ending = answerError(exchange, record, 403, "llmproxy_forbidden", Record.Outcome.REJECTED, refusal);
+                } else if (closing) {
+                    keepBodyForLog(exchange, body);
+                    exchange.getResponseHeaders().set("Connection", "close");
+                    ending = answerError(exchange, record, 503, "llmproxy_shutdown", Record.Outcome.SHUTDOWN,
+                            "llmproxy is shutting down and takes no new requests");
+                } else if (inFlight.incrementAndGet() > maxExchanges) {
+                    inFlight.decrementAndGet(); // a refused request holds no slot while it drains
+                    ending = refuse(exchange, record, body);
+                } else {
+                    counted = true;
+                    ending = forward(exchange, record, body);
+                }
             } catch (Exception e) {
                 // A response already under way can only be cut; otherwise the client gets an answer.
-                truncate = record.status != 0 || answerError(exchange, record, 500, "llmproxy_internal_error",
-                        Record.Outcome.UPSTREAM_ERROR, "internal error: " + e);
+                ending = record.status != 0 ? Ending.CUT : answerError(exchange, record, 500,
+                        "llmproxy_internal_error", Record.Outcome.UPSTREAM_ERROR, "internal error: " + e);
             } finally {
+                // First, before anything that can throw (even OutOfMemoryError): a lost slot is lost for good.
+                if (counted) {
+                    inFlight.decrementAndGet();
+                }
                 body.close();
-                Record finished = record.finish();
-                log.submit(finished);
-                inFlight.decrementAndGet();
+                log.submit(record.finish());
             }
-            if (truncate) {
+            if (ending == Ending.CUT) {
                 // Ending the handler by exception makes the server drop the connection without the
                 // final empty chunk, so the client sees a cut stream instead of a clean end.
                 throw new TruncatedResponse();
@@ -906,8 +1233,18 @@ public final class LlmProxy {
             exchange.close();
         }
 
-        /** Answers 503 when the proxy is at its limit; keeps no more of the request than a typical prompt. */
-        private boolean refuse(HttpExchange exchange, Record.Builder record, RequestBody body) {
+        /** Answers 503 when the proxy is at its limit. */
+        private Ending refuse(HttpExchange exchange, Record.Builder record, RequestBody body) {
+            keepBodyForLog(exchange, body);
+            exchange.getResponseHeaders().set("Retry-After", "1");
+            exchange.getResponseHeaders().set("Connection", "close"); // an idle keep-alive slot is what we lack
+            return answerError(exchange, record, 503, "llmproxy_overloaded", Record.Outcome.REJECTED,
+                    "llmproxy is at its limit of " + maxExchanges + " exchanges at once; retry shortly"
+                            + " (the limit follows the heap size, -Xmx, or -Dllmproxy.maxExchanges)");
+        }
+
+        /** Reads the body of a request that is not forwarded into its record, no more than a typical prompt. */
+        private static void keepBodyForLog(HttpExchange exchange, RequestBody body) {
             long length = HeaderRules.requestBodyLength(exchange.getRequestHeaders());
             if (length > 0 && length <= RequestBody.SMALL) {
                 try {
@@ -918,20 +1255,22 @@ public final class LlmProxy {
             } else {
                 body.drainForLog(RequestBody.SMALL);
             }
-            exchange.getResponseHeaders().set("Retry-After", "1");
-            exchange.getResponseHeaders().set("Connection", "close"); // an idle keep-alive slot is what we lack
-            return answerError(exchange, record, 503, "llmproxy_overloaded", Record.Outcome.REJECTED,
-                    "llmproxy is at its limit of " + maxExchanges + " exchanges at once; retry shortly"
-                            + " (the limit follows the heap size, -Xmx, or -Dllmproxy.maxExchanges)");
         }
 
-        /** Runs the exchange; returns true when the client's response must be cut short. */
-        private boolean forward(HttpExchange exchange, Record.Builder record, RequestBody body) throws IOException {
+        /** Runs the exchange; says how the client's response must end. */
+        private Ending forward(HttpExchange exchange, Record.Builder record, RequestBody body) throws IOException {
             String method = exchange.getRequestMethod();
             URI requested = exchange.getRequestURI();
             if (method.equals("CONNECT")) {
                 return answerError(exchange, record, 405, "llmproxy_bad_request", Record.Outcome.REJECTED,
                         "CONNECT is not supported: llmproxy is a reverse proxy for --target-url, not a forward proxy");
+            }
+            String upgrade = exchange.getRequestHeaders().getFirst("Upgrade");
+            if (upgrade != null && upgrade.toLowerCase(Locale.ROOT).contains("websocket")) {
+                // 426 is the answer that WebSocket-first clients (Codex) take as final: they fall
+                // back to HTTP streaming at once instead of retrying the upgrade.
+                return answerError(exchange, record, 426, "llmproxy_websocket_unsupported", Record.Outcome.REJECTED,
+                        "llmproxy relays HTTP only, not WebSocket; send this request as HTTP (streaming with SSE)");
             }
             URI upstream;
             try {
@@ -949,7 +1288,7 @@ public final class LlmProxy {
                         "cannot forward this request: " + e.getMessage());
             } catch (IOException e) {
                 record.fail(Record.Outcome.CLIENT_CLOSED, "client stopped sending the request body: " + e.getMessage());
-                return true;
+                return Ending.CUT;
             }
 
             HttpResponse<InputStream> response;
@@ -965,7 +1304,7 @@ public final class LlmProxy {
                 if (body.clientFailed()) {
                     record.fail(Record.Outcome.CLIENT_CLOSED, "client stopped sending the request body: "
                             + body.clientError());
-                    return true;
+                    return Ending.CUT;
                 }
                 String host = config.target().getHost();
                 return answerError(exchange, record, 502, "llmproxy_upstream_error", Record.Outcome.UPSTREAM_ERROR,
@@ -1017,7 +1356,8 @@ public final class LlmProxy {
             Set<String> dropped = HeaderRules.plusListed(requestDropped, headers.get("Connection"));
             for (Map.Entry<String, List<String>> header : headers.entrySet()) {
                 String name = header.getKey();
-                if (dropped.contains(name.toLowerCase(Locale.ROOT))) {
+                String lower = name.toLowerCase(Locale.ROOT);
+                if (dropped.contains(lower) || lower.startsWith("sec-websocket-")) {
                     continue;
                 }
                 for (String value : header.getValue()) {
@@ -1058,7 +1398,7 @@ public final class LlmProxy {
         }
 
         /** Sends the upstream's status and headers at once, then copies the body chunk by chunk. */
-        private boolean relay(HttpExchange exchange, Record.Builder record, HttpResponse<InputStream> response,
+        private Ending relay(HttpExchange exchange, Record.Builder record, HttpResponse<InputStream> response,
                               InputStream upstreamBody) throws IOException {
             int status = response.statusCode();
             var upstreamHeaders = response.headers().map();
@@ -1075,10 +1415,15 @@ public final class LlmProxy {
                     || (status >= 100 && status < 200);
             var upstreamLength = response.headers().firstValueAsLong("Content-Length");
             long length; // as sendResponseHeaders wants it: -1 no body, 0 chunked, n fixed
+            if (closing) {
+                clientHeaders.set("Connection", "close"); // no next request on this connection: it would get a 503
+            }
             if (noBody) {
                 length = -1;
-                // HEAD and 304 answers may describe the body they do not carry.
-                upstreamLength.ifPresent(n -> clientHeaders.set("Content-Length", Long.toString(n)));
+                // HEAD and 304 answers may describe the body they do not carry; a 204 or 1xx never has one.
+                if (status != 204 && status >= 200) {
+                    upstreamLength.ifPresent(n -> clientHeaders.set("Content-Length", Long.toString(n)));
+                }
             } else if (upstreamLength.isPresent()) {
                 length = upstreamLength.getAsLong() == 0 ? -1 : upstreamLength.getAsLong();
             } else {
@@ -1089,25 +1434,25 @@ public final class LlmProxy {
                 exchange.sendResponseHeaders(status, length);
             } catch (IOException e) {
                 record.fail(Record.Outcome.CLIENT_CLOSED, "client left before the response headers: " + e.getMessage());
-                return true;
+                return Ending.CUT;
             }
             OutputStream out = exchange.getResponseBody();
             if (noBody) {
-                return false;
+                return Ending.ANSWERED;
             }
             if (available(upstreamBody) == 0) {
                 try {
                     out.flush(); // headers leave now, not with a first body chunk that may be far off
                 } catch (IOException e) {
                     record.fail(Record.Outcome.CLIENT_CLOSED, "client left before the response body: " + e.getMessage());
-                    return true;
+                    return Ending.CUT;
                 }
             } // else the body is already here: headers and its first bytes leave in one write
             return copy(upstreamBody, out, record);
         }
 
         /** The copy loop: every upstream read goes to the client and is flushed before the next read. */
-        private boolean copy(InputStream upstreamBody, OutputStream out, Record.Builder record) {
+        private Ending copy(InputStream upstreamBody, OutputStream out, Record.Builder record) {
             byte[] buffer = new byte[FIRST_BUFFER];
             try (IdleWatchdog.Watch watch = watchdog.watch(upstreamBody)) {
                 while (true) {
@@ -1122,7 +1467,7 @@ public final class LlmProxy {
                             record.fail(Record.Outcome.UPSTREAM_ERROR, "upstream failed mid-body: "
                                     + Durations.describe(e));
                         }
-                        return true;
+                        return Ending.CUT;
                     }
                     if (n < 0) {
                         break;
@@ -1134,7 +1479,7 @@ public final class LlmProxy {
                         out.flush();
                     } catch (IOException e) {
                         record.fail(Record.Outcome.CLIENT_CLOSED, "client left mid-body: " + e.getMessage());
-                        return true;
+                        return Ending.CUT;
                     }
                     if (n == buffer.length && n < MAX_BUFFER) {
                         buffer = new byte[2 * n];
@@ -1145,9 +1490,9 @@ public final class LlmProxy {
                 out.close();
             } catch (IOException e) {
                 record.fail(Record.Outcome.CLIENT_CLOSED, "client left at the end of the body: " + e.getMessage());
-                return true;
+                return Ending.CUT;
             }
-            return false;
+            return Ending.ANSWERED;
         }
 
         private static int available(InputStream in) {
@@ -1159,8 +1504,9 @@ public final class LlmProxy {
         }
 
         /** Answers with a small JSON error body (an exchange that never reached a working upstream). */
-        private boolean answerError(HttpExchange exchange, Record.Builder record, int status, String type,
+        private Ending answerError(HttpExchange exchange, Record.Builder record, int status, String type,
                                     Record.Outcome outcome, String message) {
+            message = secrets.scrub(message); // an exception's text may quote a header value
             record.fail(outcome, message);
             byte[] body = ("{\"error\": {\"type\": " + Json.quote(type) + ", \"message\": " + Json.quote(message)
                     + "}}\n").getBytes(StandardCharsets.UTF_8);
@@ -1172,9 +1518,9 @@ public final class LlmProxy {
                 try (OutputStream out = exchange.getResponseBody()) {
                     out.write(body);
                 }
-                return false;
+                return Ending.ANSWERED;
             } catch (IOException e) {
-                return true;
+                return Ending.CUT;
             }
         }
 
@@ -1199,7 +1545,11 @@ public final class LlmProxy {
 
         /** Headers that describe one connection, not the message (RFC 9110 section 7.6.1). */
         static final Set<String> HOP_BY_HOP = Set.of("connection", "keep-alive", "proxy-connection", "te",
-                "trailer", "transfer-encoding", "upgrade", "http2-settings");
+                "trailer", "transfer-encoding", "upgrade", "http2-settings", "proxy-authorization",
+                "proxy-authenticate");
+
+        /** Request headers that Java's HTTP client computes itself and refuses to be given. */
+        static final Set<String> SET_BY_CLIENT = Set.of("host", "content-length", "expect");
 
         /** Lower-case names of upstream headers that are not passed back to the client. */
         static final Set<String> RESPONSE_DROPPED = with(HOP_BY_HOP, List.of("content-length")); // the server writes its own
@@ -1207,7 +1557,7 @@ public final class LlmProxy {
         /** Lower-case names of client headers that are never forwarded as they are (before Connection's list). */
         static Set<String> requestDropped(List<AddedHeader> added) {
             // The upstream gets its own Host; the JDK client computes Content-Length and Expect.
-            List<String> names = new ArrayList<>(List.of("host", "content-length", "expect"));
+            List<String> names = new ArrayList<>(SET_BY_CLIENT);
             added.forEach(header -> names.add(header.name().toLowerCase(Locale.ROOT)));
             return with(HOP_BY_HOP, names);
         }
@@ -1816,8 +2166,10 @@ public final class LlmProxy {
      */
     static final class Secrets {
         static final Set<String> HEADERS = Set.of("authorization", "proxy-authorization", "x-api-key", "api-key",
-                "x-goog-api-key", "cookie", "set-cookie");
-        static final Set<String> QUERY_PARAMETERS = Set.of("key", "api_key", "access_token");
+                "apikey", "x-goog-api-key", "cookie", "set-cookie", "ocp-apim-subscription-key",
+                "x-amz-security-token", "cf-aig-authorization", "x-auth-token");
+        static final Set<String> QUERY_PARAMETERS = Set.of("key", "api_key", "api-key", "apikey", "access_token",
+                "token", "sig", "x-amz-signature", "x-amz-credential");
         private static final String ADDED = "[set by llmproxy]";
 
         private final boolean redact;
@@ -1829,6 +2181,9 @@ public final class LlmProxy {
             this.added = added;
             List<String> values = new ArrayList<>();
             for (AddedHeader header : added) {
+                if (!header.secret()) {
+                    continue; // anthropic-version: 2023-06-01 is no secret, and may well appear in bodies
+                }
                 // the whole value, and its last word alone (the key of "Bearer <key>")
                 String value = header.value();
                 String lastWord = value.substring(value.lastIndexOf(' ') + 1);
@@ -1842,7 +2197,12 @@ public final class LlmProxy {
             addedValues = List.copyOf(values);
         }
 
-        /** Removes every --add-header value from a field about to be logged. */
+        /** A credential header: one whose value is masked in the log ({@code *-api-key} names too). */
+        static boolean isCredentialHeader(String lowerCaseName) {
+            return HEADERS.contains(lowerCaseName) || lowerCaseName.endsWith("-api-key");
+        }
+
+        /** Removes every secret --add-header value from a field about to be logged or printed. */
         String scrub(String field) {
             for (String value : addedValues) {
                 if (field.contains(value)) {
@@ -1857,7 +2217,10 @@ public final class LlmProxy {
             StringBuilder out = new StringBuilder();
             for (Map.Entry<String, List<String>> header : headers.entrySet()) {
                 String name = header.getKey();
-                boolean secret = HEADERS.contains(name.toLowerCase(Locale.ROOT));
+                if (request && replaced(name)) {
+                    continue; // the upstream never saw the client's value: listed once below, as set by llmproxy
+                }
+                boolean secret = isCredentialHeader(name.toLowerCase(Locale.ROOT));
                 for (String value : header.getValue()) {
                     out.append(out.isEmpty() ? "" : "\n").append(name).append(": ")
                             .append(secret && redact ? mask(value) : value);
@@ -1871,10 +2234,24 @@ public final class LlmProxy {
             return out.toString();
         }
 
-        /** The URL with the values of key-like query parameters masked. */
+        private boolean replaced(String name) {
+            for (AddedHeader header : added) {
+                if (header.name().equalsIgnoreCase(name)) {
+                    return true;
+                }
+            }
+            return false;
+        }
+
+        /** The URL with the values of key-like query parameters masked, unless --log-secrets. */
         String url(String url) {
+            return redact ? maskQuery(url) : url;
+        }
+
+        /** The URL with the values of key-like query parameters masked. */
+        static String maskQuery(String url) {
             int query = url.indexOf('?');
-            if (!redact || query < 0) {
+            if (query < 0) {
                 return url;
             }
             StringBuilder out = new StringBuilder(url.length()).append(url, 0, query + 1);
@@ -1920,6 +2297,7 @@ public final class LlmProxy {
         private final Path file;
         private final List<Column> columns;
         private final boolean jsonl;
+        private final boolean excelSafe;
         private final String header; // of a CSV log; a JSONL log has none
         private final Secrets secrets;
         private final long maxBody;
@@ -1942,6 +2320,7 @@ public final class LlmProxy {
             this.file = config.logFile();
             this.columns = config.logColumns();
             this.jsonl = config.logFormat() == LogFormat.JSONL;
+            this.excelSafe = config.logExcelSafe();
             this.header = headerRow(columns);
             this.secrets = new Secrets(!config.logSecrets(), config.addHeaders());
             this.maxBody = config.logMaxBody();
@@ -2069,7 +2448,7 @@ public final class LlmProxy {
         }
 
         private void format(Record record) {
-            summaries.append(record.summary()).append(System.lineSeparator());
+            summaries.append(secrets.scrub(record.summary())).append(System.lineSeparator());
             if (DISCARD) {
                 return;
             }
@@ -2086,7 +2465,8 @@ public final class LlmProxy {
             } else {
                 List<String> fields = new ArrayList<>(columns.size());
                 for (Column column : columns) {
-                    fields.add(secrets.scrub(column.field(view)));
+                    String field = secrets.scrub(column.field(view));
+                    fields.add(excelSafe ? Csv.inert(field) : field);
                 }
                 pending.append(Csv.record(fields));
             }
@@ -2818,6 +3198,19 @@ public final class LlmProxy {
 
         private static boolean needsQuotes(char c) {
             return c == ',' || c == '"' || c == '\r' || c == '\n';
+        }
+
+        /**
+         * The field with a leading ' when a spreadsheet would run it as a formula: it starts with
+         * =, +, -, @, a tab or a CR (OWASP's rule for CSV injection). Spreadsheets hide the '.
+         */
+        static String inert(String field) {
+            if (field.isEmpty()) {
+                return field;
+            }
+            char first = field.charAt(0);
+            boolean formula = first == '=' || first == '+' || first == '-' || first == '@' || first == '\t' || first == '\r';
+            return formula ? "'" + field : field;
         }
     }
 

@@ -63,7 +63,7 @@ class CliTest {
         assertEquals(Path.of("a.csv"), config.logFile());
         assertEquals(Duration.ofSeconds(30), config.timeout());
         assertEquals(64 * 1024, config.logMaxBody());
-        assertEquals(List.of(new LlmProxy.AddedHeader("X-A", "1"), new LlmProxy.AddedHeader("X-B", "2")),
+        assertEquals(List.of(new LlmProxy.AddedHeader("X-A", "1", false), new LlmProxy.AddedHeader("X-B", "2", false)),
                 config.addHeaders());
     }
 
@@ -81,7 +81,7 @@ class CliTest {
     @Test
     void keepsEverythingAfterTheFirstColonOfAnAddedHeader() {
         var config = parse(Map.of(), "-t", "https://h", "-a", "Authorization:   Bearer a:b:c  ");
-        assertEquals(new LlmProxy.AddedHeader("Authorization", "Bearer a:b:c"), config.addHeaders().getFirst());
+        assertEquals(new LlmProxy.AddedHeader("Authorization", "Bearer a:b:c", true), config.addHeaders().getFirst());
     }
 
     @Test
@@ -94,7 +94,7 @@ class CliTest {
 
     @Test
     void neverPrintsAnAddedHeaderValue() {
-        assertFalse(new LlmProxy.AddedHeader("Authorization", "Bearer sk-123").toString().contains("sk-123"));
+        assertFalse(new LlmProxy.AddedHeader("Authorization", "Bearer sk-123", true).toString().contains("sk-123"));
     }
 
     @Test
@@ -120,8 +120,22 @@ class CliTest {
         "-t https://h -p 1 -p 2                               | option --port given twice",
         "-t ftp://h                                           | --target-url must be an absolute http:// or https:// URL",
         "-t /just/a/path                                      | --target-url must be an absolute http:// or https:// URL",
-        "-t https://h -a NoColon                              | --add-header needs 'Name: Value', got 'NoColon' (no colon)",
-        "-t https://h -a 'Bad Name: v'                        | --add-header has an invalid header name 'Bad Name'",
+        "-t https://h -a NoColon                              | --add-header needs 'Name: Value', but the value given has no colon",
+        "-t https://h -a 'Bad Name: v'                        | --add-header has an invalid header name: a name is made of",
+        "-t https://h -a 'Host: other'                        | --add-header cannot set Host: Java's HTTP client sets it itself",
+        "-t https://h -a 'content-length: 5'                  | --add-header cannot set content-length: Java's HTTP client",
+        "-t https://h -a 'Expect: 100-continue'               | --add-header cannot set Expect: Java's HTTP client",
+        "-t https://h -a 'Connection: close'                  | --add-header cannot set Connection: it describes one connection",
+        "-t https://h -a 'Upgrade: h2c'                       | --add-header cannot set Upgrade: it describes one connection",
+        "-t https://h -a 'Transfer-Encoding: chunked'         | --add-header cannot set Transfer-Encoding: it describes one",
+        "-t https://h -a 'Proxy-Authorization: Basic eA=='    | --add-header cannot set Proxy-Authorization: it describes one",
+        "-t https://h -a 'X-Key: k€y'                         | --add-header X-Key has a character outside Latin-1 in its value (at position 2)",
+        "-t https://h --allow-host http://a/                  | --allow-host takes a host name or address",
+        "-t https://h --allow-origin localhost:3000           | --allow-origin takes * or an origin as browsers send it",
+        "-t https://h --allow-origin http://a/b               | --allow-origin takes * or an origin as browsers send it",
+        "-t https://h --log-keep 3                            | --log-keep needs --log-rotate",
+        "-t https://h --log-rotate 1m --log-keep 0            | --log-keep must be a whole number from 1 to 999999, got '0'",
+        "-t https://h --log-excel-safe=1                      | --log-excel-safe takes no value",
         "-t https://h -a 'Authorization: Bearer ${UNSET_VAR}' | environment variable 'UNSET_VAR' is not set",
         "-t https://h -a 'X: ${OPEN'                          | --add-header value has '${' without a closing '}'",
         "-t https://h -T 0                                    | --timeout must be a positive number of minutes",
@@ -202,11 +216,48 @@ class CliTest {
     }
 
     @ParameterizedTest
-    @CsvSource({"/../x", "/a/../../x", "/%2e%2e/x", "/a/%2E%2e/%2e./x"})
+    @CsvSource({"/../x", "/a/../../x", "/%2e%2e/x", "/a/%2E%2e/%2e./x", "/%252e%252e/x", "/%25252E%25252E/x",
+        "/..%2fx", "/..%2Fx", "/a/..%2f..%2fx", "/%2f../x", "/..%5cx", "/a/..%5c..%5cx", "/..;/x", "/a/..;x=1/..;/x",
+        "/%2e%2e;/x", "/.%2e/x", "/%c0%ae%c0%ae/x", "/..%00/x", "/a/%2e%2e%252f%2e%2e/x"})
     void refusesPathsThatClimbAboveTheTarget(String path) {
         var config = parse(Map.of(), "-t", "https://h/v1");
         var e = assertThrows(IllegalArgumentException.class, () -> config.upstreamUri(path, null));
         assertTrue(e.getMessage().contains("'..'"));
+    }
+
+    @ParameterizedTest
+    @CsvSource({"/models/org%2Fmodel", "/a/..%2fb", "/a/b/..;/c", "/files/..data", "/x/...", "/a%2F..%2Fb"})
+    void forwardsPathsThatStayBelowTheTargetAsSent(String path) {
+        var config = parse(Map.of(), "-t", "https://h/v1");
+        assertEquals("https://h/v1" + path, config.upstreamUri(path, null).toString());
+    }
+
+    @Test
+    void marksAddedHeadersFromTheEnvironmentOrOnCredentialHeadersAsSecret() {
+        var config = parse(Map.of("K", "sk-123"), "-t", "https://h", "-a", "X-Custom: ${K}",
+                "-a", "anthropic-version: 2023-06-01", "-a", "x-api-key: literal-key", "-a", "X-Portkey-Api-Key: pk");
+        assertEquals(List.of(true, false, true, true), config.addHeaders().stream().map(LlmProxy.AddedHeader::secret).toList());
+    }
+
+    @Test
+    void neverEchoesAnAddedHeaderValueInAnError() {
+        for (String spec : List.of("sk-secret-value", "X-Key: sk-secret-value\u0001x", "X-Key: sk-secret-value€",
+                "Host: sk-secret-value", "Bad Name sk-secret-value: v")) {
+            Run run = run("-t", "https://h", "-a", spec);
+            assertEquals(2, run.code(), spec);
+            assertFalse(run.err().contains("sk-secret-value"), run.err());
+        }
+    }
+
+    @Test
+    void readsAllowedHostsOriginsAndLogOptions() {
+        var config = parse(Map.of(), "-t", "https://h", "--allow-host", "My-Box.local", "--allow-host", "[::1]",
+                "--allow-origin", "http://App.example:3000/", "--allow-origin", "*", "--log-rotate", "1m",
+                "--log-keep", "5", "--log-excel-safe");
+        assertEquals(List.of("my-box.local", "0:0:0:0:0:0:0:1"), config.allowHosts());
+        assertEquals(List.of("http://app.example:3000", "*"), config.allowOrigins());
+        assertEquals(5, config.logKeep());
+        assertTrue(config.logExcelSafe());
     }
 
     @Test

@@ -133,10 +133,10 @@ class LaunchTest {
             exchange.getResponseBody().write("hi".getBytes(StandardCharsets.UTF_8));
         }); var proxy = new Launched(upstream.url(), log);
              var client = new TestSupport.RawClient(proxy.port)) {
-            client.send("POST /v1/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello").readHead();
+            client.send("POST /v1/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello").readHead();
             assertEquals("hi", new String(client.body(), StandardCharsets.UTF_8));
             assertEquals(0, proxy.terminate());
-            assertEquals(List.of("POST", "http://h/v1/x", "hello", "hi"),
+            assertEquals(List.of("POST", "http://localhost/v1/x", "hello", "hi"),
                     TestSupport.Csv.parse(Files.readString(log)).get(1));
         }
     }
@@ -154,7 +154,7 @@ class LaunchTest {
             out.close();
         }); var proxy = new Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=10");
              var client = new TestSupport.RawClient(proxy.port)) {
-            client.send("GET /stream HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
+            client.send("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             client.readUntil("data: one\n\n");
             proxy.process.toHandle().destroy(); // SIGTERM while the stream is open
             proxy.awaitLine("stopping; waiting up to 10 s for 1 exchanges in flight");
@@ -177,7 +177,7 @@ class LaunchTest {
         }); var proxy = new Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=1",
                 "--log-columns", "outcome,error,response_body");
              var client = new TestSupport.RawClient(proxy.port)) {
-            client.send("GET /stream HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
+            client.send("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             client.readUntil("data: one\n\n");
             assertEquals(0, proxy.terminate());
             release.countDown();
@@ -200,7 +200,7 @@ class LaunchTest {
         }); var proxy = new Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=60",
                 "--log-columns", "outcome,response_body");
              var client = new TestSupport.RawClient(proxy.port)) {
-            client.send("GET /stream HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
+            client.send("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             client.readUntil("data: one\n\n");
             proxy.process.toHandle().destroy();
             proxy.awaitLine("stopping; waiting up to 1 min for 1 exchanges in flight");
@@ -223,7 +223,7 @@ class LaunchTest {
                     idle.add(new java.net.Socket(TestSupport.LOOPBACK, proxy.port));
                 }
                 try (var client = new TestSupport.RawClient(proxy.port)) {
-                    client.send("GET /still-serving HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
+                    client.send("GET /still-serving HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
                     assertEquals(200, client.status);
                     assertEquals("ok", new String(client.body(), StandardCharsets.UTF_8));
                 }
@@ -233,7 +233,7 @@ class LaunchTest {
                 }
             }
             assertEquals(0, proxy.terminate());
-            assertEquals("http://h/still-serving", TestSupport.Csv.parse(Files.readString(log)).get(1).get(1));
+            assertEquals("http://localhost/still-serving", TestSupport.Csv.parse(Files.readString(log)).get(1).get(1));
         }
     }
 
@@ -243,12 +243,12 @@ class LaunchTest {
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
              var proxy = new Launched(upstream.url(), log);
              var client = new TestSupport.RawClient(proxy.port)) {
-            client.send("DELETE /v1/files/1 HTTP/1.1\r\nHost: h\r\n\r\n").readHead();
+            client.send("DELETE /v1/files/1 HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             assertEquals(204, client.status);
             Process kill = new ProcessBuilder("kill", "-INT", String.valueOf(proxy.process.pid())).start();
             assertTrue(kill.waitFor(10, TimeUnit.SECONDS));
             assertEquals(0, proxy.exitCode());
-            assertEquals(List.of("DELETE", "http://h/v1/files/1", "", ""), TestSupport.Csv.parse(Files.readString(log)).get(1));
+            assertEquals(List.of("DELETE", "http://localhost/v1/files/1", "", ""), TestSupport.Csv.parse(Files.readString(log)).get(1));
         }
     }
 }

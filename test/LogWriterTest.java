@@ -9,6 +9,9 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.util.List;
 import java.util.Map;
@@ -147,18 +150,78 @@ class LogWriterTest {
         assertEquals("Set-cookie: id=s…1234", row.get(2));
     }
 
+    @ParameterizedTest
+    @CsvSource({"Ocp-Apim-Subscription-Key", "X-Amz-Security-Token", "Cf-Aig-Authorization", "X-Auth-Token",
+        "Anthropic-Admin-Api-Key", "X-Portkey-Api-Key", "apikey"})
+    void masksEveryKindOfCredentialHeader(String name) throws IOException {
+        Path file = dir.resolve("more.csv");
+        try (var log = open(file, "--log-columns", "request_headers")) {
+            log.submit(record("GET", "http://127.0.0.1:8080/x", Map.of(name, List.of("credential-0123456789abcdef")),
+                    Map.of(), "", ""));
+        }
+        assertEquals(name + ": cred…cdef", TestSupport.Csv.parse(Files.readString(file)).get(1).getFirst());
+    }
+
+    @ParameterizedTest
+    @CsvSource({"api-key", "apikey", "token", "sig", "X-Amz-Signature", "X-Amz-Credential", "access_token"})
+    void masksEveryKindOfKeyParameter(String parameter) throws IOException {
+        Path file = dir.resolve("params.csv");
+        try (var log = open(file, "--log-columns", "url")) {
+            log.submit(record("GET", "http://127.0.0.1:8080/x?" + parameter + "=credential-0123456789abcdef&n=1",
+                    Map.of(), Map.of(), "", ""));
+        }
+        assertEquals("http://127.0.0.1:8080/x?" + parameter + "=cred…cdef&n=1",
+                TestSupport.Csv.parse(Files.readString(file)).get(1).getFirst());
+    }
+
+    @Test
+    void scrubsOnlyAddedValuesThatAreSecrets() throws IOException {
+        Path file = dir.resolve("scrub.csv");
+        try (var log = open(file, "--log-columns", "request_body,response_body", "-a", "anthropic-version: 2023-06-01",
+                "-a", "X-Custom-Auth: ${KEY}")) {
+            log.submit(record("POST", "{\"anthropic-version\": \"2023-06-01\"}", "echo sk-injected-0123456789abcdef"));
+        }
+        assertEquals(List.of("{\"anthropic-version\": \"2023-06-01\"}", "echo [set by llmproxy]"),
+                TestSupport.Csv.parse(Files.readString(file)).get(1));
+    }
+
+    @Test
+    void neutralisesSpreadsheetFormulasOnlyWithExcelSafe() throws IOException {
+        Path plain = dir.resolve("plain.csv");
+        Path safe = dir.resolve("safe.csv");
+        for (Path file : List.of(plain, safe)) {
+            try (var log = file == safe ? open(file, "--log-excel-safe") : open(file)) {
+                log.submit(record("POST", "=HYPERLINK(\"http://evil\")", "@SUM(1)"));
+                log.submit(record("POST", "+1", "-1"));
+                log.submit(record("POST", "\tx", "a=1"));
+            }
+        }
+        var rows = TestSupport.Csv.parse(Files.readString(plain));
+        assertEquals(List.of("=HYPERLINK(\"http://evil\")", "@SUM(1)"), rows.get(1).subList(2, 4), "byte-exact by default");
+        rows = TestSupport.Csv.parse(Files.readString(safe));
+        assertEquals(List.of("'=HYPERLINK(\"http://evil\")", "'@SUM(1)"), rows.get(1).subList(2, 4));
+        assertEquals(List.of("'+1", "'-1"), rows.get(2).subList(2, 4));
+        assertEquals(List.of("'\tx", "a=1"), rows.get(3).subList(2, 4));
+        assertEquals("POST", rows.get(3).getFirst());
+    }
+
     @Test
     void showsSecretsWholeWithLogSecretsButNeverAnAddedHeaderValue() throws IOException {
         Path file = dir.resolve("whole.csv");
         try (var log = open(file, "--log-secrets", "--log-columns", "url,request_headers,response_body",
                 "-a", "Authorization: Bearer ${KEY}")) {
-            log.submit(record("GET", "http://127.0.0.1:8080/x?api_key=visible-0123456789abcdef",
-                    Map.of("Authorization", List.of("Bearer client-token-0123456789abcdef")), Map.of(), "",
+            var headers = new java.util.LinkedHashMap<String, List<String>>();
+            headers.put("Authorization", List.of("Bearer client-token-0123456789abcdef"));
+            headers.put("X-goog-api-key", List.of("client-google-key-0123456789"));
+            log.submit(record("GET", "http://127.0.0.1:8080/x?api_key=visible-0123456789abcdef", headers, Map.of(), "",
                     "the upstream echoed sk-injected-0123456789abcdef back"));
         }
         String text = Files.readString(file);
         assertTrue(text.contains("api_key=visible-0123456789abcdef"), text);
-        assertTrue(text.contains("Authorization: Bearer client-token-0123456789abcdef"), text);
+        assertTrue(text.contains("X-goog-api-key: client-google-key-0123456789"), text);
+        // The upstream never saw the client's Authorization: it is listed once, as replaced.
+        assertFalse(text.contains("client-token"), text);
+        assertEquals(1, text.split("Authorization:", -1).length - 1, text);
         assertTrue(text.contains("Authorization: [set by llmproxy]"), text);
         assertTrue(text.contains("the upstream echoed [set by llmproxy] back"), text);
         assertFalse(text.contains("sk-injected"), text);

@@ -75,7 +75,7 @@ class ProxyTest {
             out.close();
         }); var proxy = proxy(upstream);
              var client = new TestSupport.RawClient(proxy.port())) {
-            client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").readHead();
+            client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}").readHead();
             assertEquals(200, client.status);
             assertEquals("text/event-stream", client.headers.get("content-type"));
             for (int k = 0; k < events; k++) {
@@ -86,7 +86,7 @@ class ProxyTest {
             assertNull(client.nextChunk(), "a clean end after the last event");
             List<List<String>> records = proxy.records();
             assertEquals(1, records.size());
-            assertEquals(List.of("POST", "http://x/v1/chat/completions", "{}", sent.toString()), records.getFirst());
+            assertEquals(List.of("POST", "http://localhost/v1/chat/completions", "{}", sent.toString()), records.getFirst());
         }
     }
 
@@ -101,7 +101,7 @@ class ProxyTest {
             exchange.getResponseBody().close();
         }); var proxy = proxy(upstream);
              var client = new TestSupport.RawClient(proxy.port())) {
-            client.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            client.send("GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             assertEquals(200, client.status);
             clientHasHeaders.countDown();
             assertEquals("data: first\n\n", new String(client.body(), StandardCharsets.UTF_8));
@@ -124,13 +124,13 @@ class ProxyTest {
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(200, -1));
              var proxy = proxy(Map.of(), upstream.url() + "/v1");
              var client = new TestSupport.RawClient(proxy.port())) {
-            client.send("GET /models/../../admin HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            client.send("GET /models/../../admin HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             assertEquals(400, client.status);
             assertTrue(new String(client.body(), StandardCharsets.UTF_8).contains("'..'"));
             assertTrue(upstream.received.isEmpty());
             List<List<String>> records = proxy.records();
             assertEquals(1, records.size());
-            assertEquals("http://x/models/../../admin", records.getFirst().get(1));
+            assertEquals("http://localhost/models/../../admin", records.getFirst().get(1));
         }
     }
 
@@ -139,12 +139,19 @@ class ProxyTest {
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
              var proxy = proxy(upstream);
              var client = new TestSupport.RawClient(proxy.port())) {
-            client.send("GET http://elsewhere.invalid/secret?x=1 HTTP/1.1\r\nHost: elsewhere.invalid\r\n\r\n")
+            client.send("GET http://localhost:" + proxy.port() + "/secret?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
                     .readHead();
             assertEquals(204, client.status);
             var received = upstream.next();
             assertEquals("/secret?x=1", received.rawPathAndQuery());
             assertEquals(upstream.url().substring("http://".length()), received.header("Host"));
+        }
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
+             var proxy = proxy(upstream);
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("GET http://elsewhere.invalid/secret HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
+            assertEquals(403, client.status, "llmproxy is not an open proxy for other hosts");
+            assertTrue(upstream.received.isEmpty());
         }
     }
 
@@ -156,8 +163,11 @@ class ProxyTest {
              var client = new TestSupport.RawClient(proxy.port())) {
             client.send("""
                     POST /v1/messages HTTP/1.1\r
-                    Host: client.invalid\r
+                    Host: localhost\r
                     Connection: keep-alive, X-Hop\r
+                    Proxy-Authorization: Basic cHJveHk6c2VjcmV0\r
+                    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r
+                    Sec-WebSocket-Version: 13\r
                     X-Hop: must-not-pass\r
                     Keep-Alive: timeout=5\r
                     TE: trailers\r
@@ -174,7 +184,7 @@ class ProxyTest {
             assertEquals(204, client.status);
             var received = upstream.next();
             for (String hop : List.of("X-Hop", "Keep-Alive", "TE", "Proxy-Connection", "HTTP2-Settings", "Trailer",
-                    "Transfer-Encoding", "Upgrade")) {
+                    "Transfer-Encoding", "Upgrade", "Proxy-Authorization", "Sec-WebSocket-Key", "Sec-WebSocket-Version")) {
                 assertNull(received.header(hop), hop + " must not reach the upstream");
             }
             assertEquals("Bearer sk-test:with:colons", received.header("Authorization"));
@@ -191,12 +201,39 @@ class ProxyTest {
     }
 
     @Test
+    void masksAKeyInTheTargetUrlOnTheStartLine() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
+             var proxy = proxy(Map.of(), upstream.url() + "/v1?key=AIza-target-0123456789abcdef&api-version=1")) {
+            String start = proxy.stderr().lines().findFirst().orElseThrow();
+            assertTrue(start.contains("/v1?key=AIza…cdef&api-version=1"), start);
+            assertFalse(proxy.stderr().contains("AIza-target"), proxy.stderr());
+        }
+    }
+
+    @Test
+    void answersAWebSocketUpgradeAt426WithoutContactingTheUpstream() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(200, -1));
+             var proxy = proxy(upstream, "--log-columns", "method,url,status,outcome,error");
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.send("GET /v1/responses HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                    + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").readHead();
+            assertEquals(426, client.status, "the answer Codex takes as final: it falls back to HTTP at once");
+            assertTrue(new String(client.body(), StandardCharsets.UTF_8).contains("llmproxy_websocket_unsupported"));
+            proxy.stop();
+            assertTrue(upstream.received.isEmpty());
+            var row = TestSupport.Csv.parse(java.nio.file.Files.readString(proxy.log)).get(1);
+            assertEquals(List.of("GET", "426", "rejected"), List.of(row.get(0), row.get(2), row.get(3)));
+        }
+    }
+
+    @Test
     void dropsHopByHopResponseHeadersAndKeepsTheRest() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> {
             var headers = exchange.getResponseHeaders();
             headers.set("Connection", "X-Up-Hop");
             headers.set("X-Up-Hop", "must-not-pass");
             headers.set("Keep-Alive", "timeout=5");
+            headers.set("Proxy-Authenticate", "Basic realm=upstream-proxy");
             headers.set("X-Kept", "yes");
             headers.add("Set-Cookie", "a=1");
             headers.add("Set-Cookie", "b=2");
@@ -210,6 +247,7 @@ class ProxyTest {
             assertEquals(List.of("a=1", "b=2"), response.headers().allValues("Set-Cookie"));
             assertTrue(response.headers().firstValue("X-Up-Hop").isEmpty());
             assertTrue(response.headers().firstValue("Keep-Alive").isEmpty());
+            assertTrue(response.headers().firstValue("Proxy-Authenticate").isEmpty(), "hop-by-hop: for this connection only");
             assertEquals("2", response.headers().firstValue("Content-Length").orElseThrow(),
                     "a known length stays a fixed length");
         }
@@ -242,21 +280,27 @@ class ProxyTest {
                     exchange.getResponseHeaders().set("Content-Length", "1234");
                     exchange.sendResponseHeaders(200, -1);
                 }
-                case "/204" -> exchange.sendResponseHeaders(204, -1);
+                case "/204" -> {
+                    exchange.getResponseHeaders().set("Content-Length", "0"); // as some upstreams send it
+                    exchange.sendResponseHeaders(204, -1);
+                }
                 default -> exchange.sendResponseHeaders(304, -1);
             }
         }); var proxy = proxy(upstream)) {
             for (String request : List.of("HEAD /head", "GET /204", "GET /304")) {
                 try (var client = new TestSupport.RawClient(proxy.port())) {
-                    client.send(request + " HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+                    client.send(request + " HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
                     assertEquals(request.equals("HEAD /head") ? 200 : Integer.parseInt(request.substring(5)),
                             client.status);
                     assertNull(client.headers.get("transfer-encoding"), request);
+                    if (request.equals("GET /204")) {
+                        assertNull(client.headers.get("content-length"), "a 204 never carries Content-Length");
+                    }
                     if (request.startsWith("HEAD")) {
                         assertEquals("1234", client.headers.get("content-length"), "HEAD keeps the length it describes");
                     }
                     // the connection stays usable: no body bytes are left to confuse the next response
-                    client.send("GET /204 HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+                    client.send("GET /204 HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
                     assertEquals(204, client.status);
                 }
             }
@@ -371,7 +415,7 @@ class ProxyTest {
             exchange.sendResponseHeaders(200, -1);
         }); var proxy = proxy(upstream);
              var client = new TestSupport.RawClient(proxy.port())) {
-            client.send("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+            client.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
             for (int k = 0; k < parts; k++) {
                 client.send("7\r\npart-" + k + ";\r\n");
                 TestSupport.await(upstreamGot[k], "the upstream to receive part " + k);
@@ -401,7 +445,7 @@ class ProxyTest {
         }); var proxy = proxy(upstream)) {
             long left;
             try (var client = new TestSupport.RawClient(proxy.port())) {
-                client.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+                client.send("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
                 client.readUntil("data: 2\n\n");
                 left = System.nanoTime();
             }
@@ -460,7 +504,7 @@ class ProxyTest {
             throw new IOException("upstream dies mid-stream"); // the server drops the connection
         }); var proxy = proxy(upstream);
              var client = new TestSupport.RawClient(proxy.port())) {
-            client.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            client.send("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             assertEquals(200, client.status);
             client.readUntil("data: partial\n\n");
             assertThrows(EOFException.class, client::nextChunk, "the client must see truncation, not a clean end");
@@ -478,7 +522,7 @@ class ProxyTest {
             release.await(10, TimeUnit.SECONDS);
         }); var proxy = proxy(upstream, "-T", "0.005");
              var client = new TestSupport.RawClient(proxy.port())) {
-            client.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            client.send("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             client.readUntil("data: before the stall\n\n");
             assertThrows(EOFException.class, client::nextChunk);
             release.countDown();
@@ -549,7 +593,7 @@ class ProxyTest {
                 assertThrows(EOFException.class, client::readHead);
             }
             try (var client = new TestSupport.RawClient(proxy.port())) {
-                client.send("CONNECT /tunnel HTTP/1.1\r\nHost: example.com:443\r\n\r\n").readHead();
+                client.send("CONNECT /tunnel HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
                 assertEquals(405, client.status);
                 assertTrue(new String(client.body(), StandardCharsets.UTF_8).contains("not a forward proxy"));
             }
@@ -562,7 +606,7 @@ class ProxyTest {
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(200, -1));
              var proxy = proxy(upstream);
              var client = new TestSupport.RawClient(proxy.port())) {
-            client.send("G@T /x HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            client.send("G@T /x HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             assertEquals(400, client.status);
             assertTrue(new String(client.body(), StandardCharsets.UTF_8).contains("cannot forward this request"));
             assertTrue(upstream.received.isEmpty());
@@ -584,10 +628,10 @@ class ProxyTest {
         }); var proxy = new TestSupport.RunningProxy(dir.resolve("log.csv"), new LlmProxy.Limits(1, 0), Map.of(),
                 "--target-url", upstream.url());
              var held = new TestSupport.RawClient(proxy.port())) {
-            held.send("GET /held HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            held.send("GET /held HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             held.readUntil("data: held\n\n");
             try (var raw = new TestSupport.RawClient(proxy.port())) {
-                raw.send("GET /refused HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+                raw.send("GET /refused HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
                 assertEquals(503, raw.status);
                 assertEquals("close", raw.headers.get("connection"), "a refused client does not keep a connection");
                 raw.body();
@@ -700,7 +744,7 @@ class ProxyTest {
         try (var proxy = proxy(Map.of(), "http://127.0.0.1:" + closedPort, "--log-columns", "all")) {
             client().send(HttpRequest.newBuilder(URI.create(proxy.url("/down"))).build(), HttpResponse.BodyHandlers.ofString());
             try (var client = new TestSupport.RawClient(proxy.port())) {
-                client.send("GET /../up HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+                client.send("GET /../up HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             }
             proxy.stop();
             var records = recordsByColumn(proxy.log);
@@ -727,7 +771,7 @@ class ProxyTest {
             socket.setSoLinger(true, 0); // close with RST, not FIN
         }); var proxy = proxy(Map.of(), upstream.url(), "--log-columns", "outcome,error,response_body");
              var client = new TestSupport.RawClient(proxy.port())) {
-            client.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").readHead();
+            client.send("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             client.readUntil("data: partial\n\n");
             clientHasPart.countDown();
             assertThrows(EOFException.class, client::nextChunk, "the client sees the stream cut");
@@ -757,7 +801,7 @@ class ProxyTest {
              var client = new TestSupport.RawClient(proxy.port())) {
             // The JDK client reads an HTTP/1.1 answer only once the request body is sent, so an
             // upstream giving up on a slow body is not heard; --timeout bounds the wait instead.
-            client.send("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+            client.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
             TestSupport.await(upstreamGotFirst, "the upstream to receive the part that was sent");
             client.readHead(); // while the client still owes the rest of its body
             assertEquals(504, client.status);
@@ -775,7 +819,7 @@ class ProxyTest {
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
              var proxy = proxy(upstream)) {
             try (var client = new TestSupport.RawClient(proxy.port())) {
-                client.send("GET /big HTTP/1.1\r\nHost: x\r\nX-Huge: " + "a".repeat(1 << 20) + "\r\n\r\n");
+                client.send("GET /big HTTP/1.1\r\nHost: localhost\r\nX-Huge: " + "a".repeat(1 << 20) + "\r\n\r\n");
                 client.readHead();
                 assertTrue(client.status >= 400 && client.status < 500, "status " + client.status);
             } catch (java.net.SocketException e) {

@@ -797,6 +797,11 @@ public final class LlmProxy {
             return server.getAddress().getPort();
         }
 
+        /** Exchanges being forwarded now (refused ones are not counted). */
+        int inFlight() {
+            return forwarder.inFlight.get();
+        }
+
         /** Stops accepting, gives in-flight exchanges up to {@code grace} to finish, then drains the log. */
         synchronized void shutdown(Duration grace) {
             if (stopped) {
@@ -1183,6 +1188,9 @@ public final class LlmProxy {
             CUT
         }
 
+        /** One exchange as the forwarder handles it: the server's exchange, its record, the client's body and waits. */
+        private record Call(HttpExchange exchange, Record.Builder record, RequestBody body, IdleWatchdog.ClientWait client) {}
+
         void handle(HttpExchange exchange) {
             Record.Builder record = new Record.Builder(idPrefix + ids.incrementAndGet(), exchange.getRequestMethod(),
                     clientUrl(exchange), exchange.getRequestURI(), config.logMaxBody(), () -> closing);
@@ -1191,32 +1199,62 @@ public final class LlmProxy {
             record.responseHeaders = exchange.getResponseHeaders();
             String requestEncoding = headers.getFirst("Content-Encoding");
             record.requestEncoding = requestEncoding == null ? "" : requestEncoding;
-            RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody);
+            IdleWatchdog.ClientWait client = watchdog.clientWait();
+            RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody, watchdog, client);
+            Call call = new Call(exchange, record, body, client);
             URI requested = exchange.getRequestURI();
             String refusal = access.refusal(headers.getFirst("Host"), requested.isAbsolute() ? requested : null,
                     headers.getFirst("Origin"), headers.getFirst("Sec-Fetch-Site"));
+            try {
+                Ending ending = run(call, refusal);
+                if (ending == Ending.CUT) {
+                    // Ending the handler by exception makes the server drop the connection without the
+                    // final empty chunk, so the client sees a cut stream instead of a clean end.
+                    throw new TruncatedResponse();
+                }
+                // Closing reads what is left of the request body (the server's drain): bounded too.
+                client.call(() -> {
+                    exchange.close();
+                    return null;
+                });
+            } catch (IOException e) {
+                // the connection is closed; the record is already written
+            } finally {
+                client.close();
+            }
+        }
+
+        /** Answers, refuses or forwards the exchange, and always hands its record to the log. */
+        private Ending run(Call call, String refusal) {
+            Record.Builder record = call.record();
+            RequestBody body = call.body();
             boolean counted = false;
             Ending ending = Ending.ANSWERED;
             try {
                 if (refusal != null) {
-                    keepBodyForLog(exchange, body);
-                    ending = answerError(exchange, record, 403, "llmproxy_forbidden", Record.Outcome.REJECTED, refusal);
+                    body.drainForLog(RequestBody.SMALL);
+                    ending = answerError(call, 403, "llmproxy_forbidden", Record.Outcome.REJECTED, refusal);
                 } else if (closing) {
-                    keepBodyForLog(exchange, body);
-                    exchange.getResponseHeaders().set("Connection", "close");
-                    ending = answerError(exchange, record, 503, "llmproxy_shutdown", Record.Outcome.SHUTDOWN,
+                    body.drainForLog(RequestBody.SMALL);
+                    call.exchange().getResponseHeaders().set("Connection", "close");
+                    ending = answerError(call, 503, "llmproxy_shutdown", Record.Outcome.SHUTDOWN,
                             "llmproxy is shutting down and takes no new requests");
                 } else if (inFlight.incrementAndGet() > maxExchanges) {
                     inFlight.decrementAndGet(); // a refused request holds no slot while it drains
-                    ending = refuse(exchange, record, body);
+                    ending = refuse(call);
                 } else {
                     counted = true;
-                    ending = forward(exchange, record, body);
+                    ending = forward(call);
                 }
             } catch (Exception e) {
                 // A response already under way can only be cut; otherwise the client gets an answer.
-                ending = record.status != 0 ? Ending.CUT : answerError(exchange, record, 500,
+                ending = record.status != 0 ? Ending.CUT : answerError(call, 500,
                         "llmproxy_internal_error", Record.Outcome.UPSTREAM_ERROR, "internal error: " + e);
+            } catch (Error e) {
+                // Out of memory, say: answering could fail again. The server closes a connection
+                // whose handler ends by exception, but not one whose handler ends by an Error.
+                record.fail(Record.Outcome.UPSTREAM_ERROR, "internal error: " + e);
+                ending = Ending.CUT;
             } finally {
                 // First, before anything that can throw (even OutOfMemoryError): a lost slot is lost for good.
                 if (counted) {
@@ -1225,100 +1263,98 @@ public final class LlmProxy {
                 body.close();
                 log.submit(record.finish());
             }
-            if (ending == Ending.CUT) {
-                // Ending the handler by exception makes the server drop the connection without the
-                // final empty chunk, so the client sees a cut stream instead of a clean end.
-                throw new TruncatedResponse();
-            }
-            exchange.close();
+            return ending;
         }
 
         /** Answers 503 when the proxy is at its limit. */
-        private Ending refuse(HttpExchange exchange, Record.Builder record, RequestBody body) {
-            keepBodyForLog(exchange, body);
-            exchange.getResponseHeaders().set("Retry-After", "1");
-            exchange.getResponseHeaders().set("Connection", "close"); // an idle keep-alive slot is what we lack
-            return answerError(exchange, record, 503, "llmproxy_overloaded", Record.Outcome.REJECTED,
+        private Ending refuse(Call call) {
+            call.body().drainForLog(RequestBody.SMALL);
+            call.exchange().getResponseHeaders().set("Retry-After", "1");
+            call.exchange().getResponseHeaders().set("Connection", "close"); // an idle keep-alive slot is what we lack
+            return answerError(call, 503, "llmproxy_overloaded", Record.Outcome.REJECTED,
                     "llmproxy is at its limit of " + maxExchanges + " exchanges at once; retry shortly"
                             + " (the limit follows the heap size, -Xmx, or -Dllmproxy.maxExchanges)");
         }
 
-        /** Reads the body of a request that is not forwarded into its record, no more than a typical prompt. */
-        private static void keepBodyForLog(HttpExchange exchange, RequestBody body) {
-            long length = HeaderRules.requestBodyLength(exchange.getRequestHeaders());
-            if (length > 0 && length <= RequestBody.SMALL) {
-                try {
-                    body.readSmall((int) length);
-                } catch (IOException e) {
-                    // the record keeps what arrived
-                }
-            } else {
-                body.drainForLog(RequestBody.SMALL);
-            }
-        }
-
         /** Runs the exchange; says how the client's response must end. */
-        private Ending forward(HttpExchange exchange, Record.Builder record, RequestBody body) throws IOException {
+        private Ending forward(Call call) throws IOException {
+            HttpExchange exchange = call.exchange();
+            Record.Builder record = call.record();
+            RequestBody body = call.body();
             String method = exchange.getRequestMethod();
             URI requested = exchange.getRequestURI();
             if (method.equals("CONNECT")) {
-                return answerError(exchange, record, 405, "llmproxy_bad_request", Record.Outcome.REJECTED,
+                return answerError(call, 405, "llmproxy_bad_request", Record.Outcome.REJECTED,
                         "CONNECT is not supported: llmproxy is a reverse proxy for --target-url, not a forward proxy");
             }
             String upgrade = exchange.getRequestHeaders().getFirst("Upgrade");
             if (upgrade != null && upgrade.toLowerCase(Locale.ROOT).contains("websocket")) {
                 // 426 is the answer that WebSocket-first clients (Codex) take as final: they fall
                 // back to HTTP streaming at once instead of retrying the upgrade.
-                return answerError(exchange, record, 426, "llmproxy_websocket_unsupported", Record.Outcome.REJECTED,
+                return answerError(call, 426, "llmproxy_websocket_unsupported", Record.Outcome.REJECTED,
                         "llmproxy relays HTTP only, not WebSocket; send this request as HTTP (streaming with SSE)");
             }
             URI upstream;
             try {
                 upstream = config.upstreamUri(requested.getRawPath(), requested.getRawQuery());
             } catch (IllegalArgumentException e) {
-                return answerError(exchange, record, 400, "llmproxy_bad_request", Record.Outcome.REJECTED,
-                        e.getMessage());
+                return answerError(call, 400, "llmproxy_bad_request", Record.Outcome.REJECTED, e.getMessage());
             }
             record.upstreamUrl = upstream.toString();
             HttpRequest request;
             try {
                 request = buildRequest(exchange, upstream, body);
             } catch (IllegalArgumentException e) {
-                return answerError(exchange, record, 400, "llmproxy_bad_request", Record.Outcome.REJECTED,
+                return answerError(call, 400, "llmproxy_bad_request", Record.Outcome.REJECTED,
                         "cannot forward this request: " + e.getMessage());
             } catch (IOException e) {
-                record.fail(Record.Outcome.CLIENT_CLOSED, "client stopped sending the request body: " + e.getMessage());
-                return Ending.CUT;
+                return clientBodyFailed(call);
             }
 
             HttpResponse<InputStream> response;
             try {
                 response = send(request, body);
             } catch (HttpTimeoutException e) {
-                body.drainForLog();
-                return answerError(exchange, record, 504, "llmproxy_upstream_timeout", Record.Outcome.TIMEOUT,
+                if (!body.ended()) {
+                    // The upstream waited for the rest of a body the client is still sending: the
+                    // client stalled, not the upstream. Its socket is closed; it gets no answer.
+                    body.stopReading();
+                    return clientBodyFailed(call);
+                }
+                return answerError(call, 504, "llmproxy_upstream_timeout", Record.Outcome.TIMEOUT,
                         "no response headers from " + config.target().getHost() + " within "
                                 + Durations.format(config.timeout()) + " (--timeout)");
             } catch (IOException e) {
-                body.drainForLog();
                 if (body.clientFailed()) {
-                    record.fail(Record.Outcome.CLIENT_CLOSED, "client stopped sending the request body: "
-                            + body.clientError());
-                    return Ending.CUT;
+                    return clientBodyFailed(call);
                 }
+                body.drainForLog(Long.MAX_VALUE); // the record keeps the prompt the upstream never got
                 String host = config.target().getHost();
-                return answerError(exchange, record, 502, "llmproxy_upstream_error", Record.Outcome.UPSTREAM_ERROR,
+                return answerError(call, 502, "llmproxy_upstream_error", Record.Outcome.UPSTREAM_ERROR,
                         (e instanceof ConnectException ? "cannot reach " + host : host + " failed before answering")
                                 + ": " + Durations.describe(e));
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
-                body.drainForLog();
-                return answerError(exchange, record, 503, "llmproxy_shutdown", Record.Outcome.SHUTDOWN,
+                body.drainForLog(RequestBody.SMALL);
+                return answerError(call, 503, "llmproxy_shutdown", Record.Outcome.SHUTDOWN,
                         "llmproxy is shutting down");
             }
             try (InputStream upstreamBody = response.body()) {
-                return relay(exchange, record, response, upstreamBody);
+                return relay(call, response, upstreamBody);
             }
+        }
+
+        /** The client's request body failed or stalled: there is no one left to answer. */
+        private Ending clientBodyFailed(Call call) {
+            RequestBody body = call.body();
+            if (body.timedOut()) {
+                call.record().fail(Record.Outcome.TIMEOUT, "the client's request body stalled: "
+                        + body.clientError() + "; received " + call.record().requestBody.total() + " bytes");
+            } else {
+                call.record().fail(Record.Outcome.CLIENT_CLOSED, "client stopped sending the request body: "
+                        + body.clientError());
+            }
+            return Ending.CUT;
         }
 
         /** How soon a failure on a reused connection must come for the request to be sent again. */
@@ -1388,7 +1424,7 @@ public final class LlmProxy {
             }
             HttpRequest.BodyPublisher publisher;
             if (length > 0 && length <= RequestBody.SMALL) {
-                publisher = HttpRequest.BodyPublishers.ofByteArray(body.readSmall((int) length));
+                publisher = HttpRequest.BodyPublishers.ofByteArray(body.readWhole((int) length));
             } else if (length > 0) {
                 publisher = HttpRequest.BodyPublishers.fromPublisher(body, length);
             } else {
@@ -1398,8 +1434,9 @@ public final class LlmProxy {
         }
 
         /** Sends the upstream's status and headers at once, then copies the body chunk by chunk. */
-        private Ending relay(HttpExchange exchange, Record.Builder record, HttpResponse<InputStream> response,
-                              InputStream upstreamBody) throws IOException {
+        private Ending relay(Call call, HttpResponse<InputStream> response, InputStream upstreamBody) {
+            HttpExchange exchange = call.exchange();
+            Record.Builder record = call.record();
             int status = response.statusCode();
             var upstreamHeaders = response.headers().map();
             var clientHeaders = exchange.getResponseHeaders();
@@ -1431,10 +1468,12 @@ public final class LlmProxy {
             }
             record.responseStarted(status);
             try {
-                exchange.sendResponseHeaders(status, length);
+                call.client().call(() -> {
+                    exchange.sendResponseHeaders(status, length);
+                    return null;
+                });
             } catch (IOException e) {
-                record.fail(Record.Outcome.CLIENT_CLOSED, "client left before the response headers: " + e.getMessage());
-                return Ending.CUT;
+                return clientGone(call, "before the response headers", e);
             }
             OutputStream out = exchange.getResponseBody();
             if (noBody) {
@@ -1442,17 +1481,24 @@ public final class LlmProxy {
             }
             if (available(upstreamBody) == 0) {
                 try {
-                    out.flush(); // headers leave now, not with a first body chunk that may be far off
+                    call.client().call(() -> {
+                        out.flush(); // headers leave now, not with a first body chunk that may be far off
+                        return null;
+                    });
                 } catch (IOException e) {
-                    record.fail(Record.Outcome.CLIENT_CLOSED, "client left before the response body: " + e.getMessage());
-                    return Ending.CUT;
+                    return clientGone(call, "before the response body", e);
                 }
             } // else the body is already here: headers and its first bytes leave in one write
-            return copy(upstreamBody, out, record);
+            return copy(call, upstreamBody, out);
         }
 
-        /** The copy loop: every upstream read goes to the client and is flushed before the next read. */
-        private Ending copy(InputStream upstreamBody, OutputStream out, Record.Builder record) {
+        /**
+         * The copy loop: every upstream read goes to the client and is flushed before the next
+         * read. Both waits are watched: a silent upstream, and a client that stopped reading.
+         */
+        private Ending copy(Call call, InputStream upstreamBody, OutputStream out) {
+            Record.Builder record = call.record();
+            IdleWatchdog.ClientWait client = call.client();
             byte[] buffer = new byte[FIRST_BUFFER];
             try (IdleWatchdog.Watch watch = watchdog.watch(upstreamBody)) {
                 while (true) {
@@ -1474,12 +1520,16 @@ public final class LlmProxy {
                     }
                     watch.touch();
                     record.responseBody.write(buffer, 0, n);
+                    IOException failed = null;
+                    client.begin(); // by hand rather than call(): no lambda per chunk
                     try {
                         out.write(buffer, 0, n);
                         out.flush();
                     } catch (IOException e) {
-                        record.fail(Record.Outcome.CLIENT_CLOSED, "client left mid-body: " + e.getMessage());
-                        return Ending.CUT;
+                        failed = e;
+                    }
+                    if (client.end() || failed != null) {
+                        return clientGone(call, "mid-body", failed);
                     }
                     if (n == buffer.length && n < MAX_BUFFER) {
                         buffer = new byte[2 * n];
@@ -1487,12 +1537,23 @@ public final class LlmProxy {
                 }
             }
             try {
-                out.close();
+                client.call(() -> {
+                    out.close();
+                    return null;
+                });
             } catch (IOException e) {
-                record.fail(Record.Outcome.CLIENT_CLOSED, "client left at the end of the body: " + e.getMessage());
-                return Ending.CUT;
+                return clientGone(call, "at the end of the body", e);
             }
             return Ending.ANSWERED;
+        }
+
+        /** The client left, or stopped reading for --timeout (its socket is then closed). */
+        private Ending clientGone(Call call, String when, IOException e) {
+            call.record().fail(Record.Outcome.CLIENT_CLOSED, call.client().timedOut()
+                    ? "client stopped reading " + when + ": nothing was taken for "
+                            + Durations.format(config.timeout()) + " (--timeout)"
+                    : "client left " + when + ": " + (e == null ? "connection closed" : Durations.describe(e)));
+            return Ending.CUT;
         }
 
         private static int available(InputStream in) {
@@ -1504,20 +1565,24 @@ public final class LlmProxy {
         }
 
         /** Answers with a small JSON error body (an exchange that never reached a working upstream). */
-        private Ending answerError(HttpExchange exchange, Record.Builder record, int status, String type,
-                                    Record.Outcome outcome, String message) {
-            message = secrets.scrub(message); // an exception's text may quote a header value
-            record.fail(outcome, message);
-            byte[] body = ("{\"error\": {\"type\": " + Json.quote(type) + ", \"message\": " + Json.quote(message)
+        private Ending answerError(Call call, int status, String type, Record.Outcome outcome, String message) {
+            HttpExchange exchange = call.exchange();
+            Record.Builder record = call.record();
+            String said = secrets.scrub(message); // an exception's text may quote a header value
+            record.fail(outcome, said);
+            byte[] body = ("{\"error\": {\"type\": " + Json.quote(type) + ", \"message\": " + Json.quote(said)
                     + "}}\n").getBytes(StandardCharsets.UTF_8);
             record.responseBody.write(body, 0, body.length);
+            exchange.getResponseHeaders().set("Content-Type", "application/json");
+            record.responseStarted(status);
             try {
-                exchange.getResponseHeaders().set("Content-Type", "application/json");
-                record.responseStarted(status);
-                exchange.sendResponseHeaders(status, body.length);
-                try (OutputStream out = exchange.getResponseBody()) {
-                    out.write(body);
-                }
+                call.client().call(() -> {
+                    exchange.sendResponseHeaders(status, body.length);
+                    try (OutputStream out = exchange.getResponseBody()) {
+                        out.write(body);
+                    }
+                    return null;
+                });
                 return Ending.ANSWERED;
             } catch (IOException e) {
                 return Ending.CUT;
@@ -1626,25 +1691,45 @@ public final class LlmProxy {
     // --- request body ---
 
     /**
-     * Streams the client's request body to the upstream from its own virtual thread, handing on
-     * each chunk as soon as it is read (the JDK's InputStream publisher ran one read behind on
-     * pooled connections), and mirrors every byte into the record's capture.
+     * The client's request body, read in one of three ways: whole, when it is small and the
+     * request goes upstream; streamed to the upstream from a thread of its own, handing on each
+     * chunk as soon as it is read (the JDK's InputStream publisher ran one read behind on pooled
+     * connections); or drained for the log alone, when the request goes no further. Every byte
+     * read is mirrored into the record's capture, and every read is bounded by --timeout.
      */
     static final class RequestBody implements Flow.Publisher<ByteBuffer> {
         private static final int CHUNK = 16 * 1024;
         /** Bodies up to this length are read whole before sending: a typical prompt, without a pump thread. */
         static final int SMALL = 64 * 1024;
 
+        /** How far reading the client's body has got. */
+        private enum Progress {
+            /** More may come. */
+            READING,
+            /** The client sent the whole body. */
+            ENDED,
+            /** The client failed or stalled before the end; {@link #clientError} says how. */
+            FAILED,
+            /** The proxy stopped reading before the end (the rest was not needed). */
+            STOPPED
+        }
+
         private final InputStream in;
         private final Capture capture;
+        private final IdleWatchdog watchdog;
+        private final IdleWatchdog.ClientWait handlerWait;
+        /** Held for each read from the client, so that the pump and a drain never interleave. */
         private final ReentrantLock readLock = new ReentrantLock();
-        private volatile Pump pump;
-        private volatile boolean ended;
+        private volatile Progress progress = Progress.READING;
         private volatile IOException clientError;
+        /** Set once the body is streamed upstream: it cannot be sent a second time. */
+        private volatile Pump pump;
 
-        RequestBody(InputStream in, Capture capture) {
+        RequestBody(InputStream in, Capture capture, IdleWatchdog watchdog, IdleWatchdog.ClientWait handlerWait) {
             this.in = in;
             this.capture = capture;
+            this.watchdog = watchdog;
+            this.handlerWait = handlerWait;
         }
 
         @Override
@@ -1662,24 +1747,17 @@ public final class LlmProxy {
             Thread.ofVirtual().name("llmproxy-upload").start(next);
         }
 
-        /** Reads one chunk from the client; null at the end of the body. */
+        /** Reads one chunk into the capture; null at the end of the body or once reading has stopped. */
         private ByteBuffer readChunk() throws IOException {
             readLock.lock();
             try {
-                if (ended) {
+                if (progress != Progress.READING) {
                     return null;
                 }
                 byte[] chunk = new byte[CHUNK];
-                int n;
-                try {
-                    n = in.read(chunk);
-                } catch (IOException e) {
-                    clientError = e;
-                    ended = true;
-                    throw e;
-                }
+                int n = in.read(chunk);
                 if (n < 0) {
-                    ended = true;
+                    progress = Progress.ENDED;
                     return null;
                 }
                 capture.write(chunk, 0, n);
@@ -1689,24 +1767,37 @@ public final class LlmProxy {
             }
         }
 
-        /** Reads a whole body of known small length; the client sends it at once in practice. */
-        byte[] readSmall(int length) throws IOException {
+        private void failed(IOException e) {
+            if (progress == Progress.READING) {
+                clientError = e;
+                progress = Progress.FAILED;
+                capture.partial("the client stopped sending after " + capture.total() + " bytes");
+            }
+        }
+
+        /** Reads a whole body of known small length, within --timeout; the client sends it at once in practice. */
+        byte[] readWhole(int length) throws IOException {
             readLock.lock();
             try {
-                byte[] bytes;
+                byte[] bytes = new byte[length];
+                int got;
                 try {
-                    bytes = in.readNBytes(length);
+                    got = handlerWait.call(() -> {
+                        int read = 0;
+                        for (int n; read < length && (n = in.read(bytes, read, length - read)) >= 0; read += n) {
+                            capture.write(bytes, read, n); // as it comes: a stall keeps what arrived
+                        }
+                        return read;
+                    });
                 } catch (IOException e) {
-                    clientError = e;
+                    failed(e);
                     throw e;
-                } finally {
-                    ended = true;
                 }
-                capture.write(bytes, 0, bytes.length);
-                if (bytes.length < length) {
-                    clientError = new IOException("request body ended after " + bytes.length + " of " + length + " bytes");
+                if (got < length) {
+                    failed(new IOException("request body ended after " + got + " of " + length + " bytes"));
                     throw clientError;
                 }
+                progress = Progress.ENDED;
                 return bytes;
             } finally {
                 readLock.unlock();
@@ -1714,47 +1805,67 @@ public final class LlmProxy {
         }
 
         /**
-         * Reads what the client has already sent of the body into the capture, when the upstream
-         * failed before taking it: the record must still hold the prompt. Never waits for more
-         * (a slow client must not hold up its error answer); stops once the capture is full.
+         * Reads the body into the capture when it goes no further (the request is refused, or the
+         * upstream failed before taking it): the record must still hold the prompt. Reads up to
+         * {@code limit} bytes, all within one --timeout; the record says when the body is partial.
          */
-        void drainForLog() {
-            drainForLog(Long.MAX_VALUE);
-        }
-
-        /** As {@link #drainForLog()}, reading at most {@code limit} bytes. */
         void drainForLog(long limit) {
             Pump current = pump;
             if (current != null) {
                 current.cancel();
             }
-            // A pump blocked on a slow client holds the lock: then the capture already has all
-            // that arrived, and the answer must not wait for more.
-            if (!readLock.tryLock()) {
-                return;
-            }
+            readLock.lock(); // a pump blocked on the client holds it no longer than --timeout
             try {
-                while (!ended && !capture.isFull() && capture.total() < limit && in.available() > 0) {
-                    readChunk(); // mirrored into the capture
-                }
+                handlerWait.call(() -> {
+                    while (progress == Progress.READING && capture.total() < limit) {
+                        if (readChunk() == null) {
+                            break;
+                        }
+                    }
+                    return null;
+                });
             } catch (IOException e) {
-                // what arrived before the client's error is in the capture
+                failed(e);
             } finally {
                 readLock.unlock();
             }
+            if (progress == Progress.READING) {
+                progress = Progress.STOPPED;
+                capture.partial("llmproxy read the first " + capture.total() + " bytes; the request went no further");
+            }
+        }
+
+        /** Ends a pump still waiting on a slow client: the upstream gave up on the body. */
+        void stopReading() {
+            Pump current = pump;
+            if (current != null) {
+                current.cancel();
+                current.stopWaiting();
+            }
+            failed(new ClientTimeout(watchdog.timeout(), null));
+        }
+
+        /** True once the client sent its whole body. */
+        boolean ended() {
+            return progress == Progress.ENDED;
         }
 
         boolean clientFailed() {
-            return clientError != null;
+            return progress == Progress.FAILED;
+        }
+
+        /** True when the client's body stalled for --timeout. */
+        boolean timedOut() {
+            return clientError instanceof ClientTimeout;
         }
 
         /** True when the request can be sent again: it had no body, or one read whole, not a stream. */
         boolean replayable() {
-            return pump == null && clientError == null;
+            return pump == null && progress != Progress.FAILED;
         }
 
         String clientError() {
-            return clientError == null ? "" : clientError.getMessage();
+            return clientError == null ? "" : Durations.describe(clientError);
         }
 
         /** Releases the pump thread if the upstream client neither finished nor cancelled it. */
@@ -1777,19 +1888,35 @@ public final class LlmProxy {
                 this.subscriber = subscriber;
             }
 
+            private volatile IdleWatchdog.ClientWait wait;
+
             @Override
             public void run() {
-                try {
+                try (IdleWatchdog.ClientWait reads = watchdog.clientWait()) {
+                    wait = reads;
                     while (awaitDemand()) {
-                        ByteBuffer chunk = readChunk();
+                        ByteBuffer chunk;
+                        try {
+                            chunk = reads.call(RequestBody.this::readChunk);
+                        } catch (IOException e) {
+                            failed(e);
+                            subscriber.onError(e);
+                            return;
+                        }
                         if (chunk == null) {
                             subscriber.onComplete();
                             return;
                         }
                         subscriber.onNext(chunk);
                     }
-                } catch (IOException e) {
-                    subscriber.onError(e);
+                }
+            }
+
+            /** Ends a read under way at once, as if it had stalled for --timeout. */
+            void stopWaiting() {
+                IdleWatchdog.ClientWait reads = wait;
+                if (reads != null) {
+                    reads.expireNow();
                 }
             }
 
@@ -1841,17 +1968,22 @@ public final class LlmProxy {
     // --- idle watchdog ---
 
     /**
-     * Ends upstream bodies that stay silent longer than the timeout. The JDK client's timeout
-     * covers only the wait for headers; a body that stalls later would block its reader forever.
-     * One thread checks every open body a few times per timeout, so a stream pays one volatile
-     * write per chunk and never a timer of its own.
+     * Ends waits on a peer that last longer than the timeout: upstream bodies that stay silent,
+     * and blocking reads from and writes to a client that stopped sending or reading. Neither the
+     * JDK client's timeout (it covers only the wait for headers) nor the JDK server (it has none)
+     * bounds those, and a stalled peer would hold its thread, its slot and its upstream forever.
+     * One thread checks every wait a few times per timeout, so a stream pays a volatile write or
+     * two per chunk and never a timer of its own.
      */
     static final class IdleWatchdog implements AutoCloseable {
         private final long timeoutNanos;
+        private final Duration timeout;
         private final Set<Watch> watched = ConcurrentHashMap.newKeySet();
+        private final Set<ClientWait> clientWaits = ConcurrentHashMap.newKeySet();
         private final ScheduledExecutorService timer;
 
         IdleWatchdog(Duration timeout) {
+            this.timeout = timeout;
             timeoutNanos = timeout.toNanos();
             timer = Executors.newSingleThreadScheduledExecutor(r -> {
                 Thread t = new Thread(r, "llmproxy-idle-watchdog");
@@ -1868,11 +2000,34 @@ public final class LlmProxy {
             return watch;
         }
 
-        private void check() {
+        Duration timeout() {
+            return timeout;
+        }
+
+        /** The waits of one thread on one client, watched until closed. */
+        ClientWait clientWait() {
+            ClientWait wait = new ClientWait(Thread.currentThread());
+            clientWaits.add(wait);
+            return wait;
+        }
+
+        /** Runs every few hundred milliseconds; whatever one wait throws, the others are still checked, now and later. */
+        void check() {
             long now = System.nanoTime();
             for (Watch watch : watched) {
-                if (now - watch.lastActivity > timeoutNanos) {
-                    watch.fire();
+                try {
+                    if (now - watch.lastActivity > timeoutNanos) {
+                        watch.fire();
+                    }
+                } catch (RuntimeException | Error e) {
+                    watched.remove(watch); // an exception out of here would cancel the schedule for good
+                }
+            }
+            for (ClientWait wait : clientWaits) {
+                try {
+                    wait.expire(now, timeoutNanos);
+                } catch (RuntimeException | Error e) {
+                    clientWaits.remove(wait);
                 }
             }
         }
@@ -1915,6 +2070,95 @@ public final class LlmProxy {
                 watched.remove(this);
             }
         }
+
+        /**
+         * The blocking calls one thread makes on one client. A call that takes longer than the
+         * timeout is ended by interrupting the thread, which closes the client's socket (the JDK
+         * server's channels are interruptible) and makes the call throw. The state is the start
+         * time of the call under way, so the watchdog can never end a later call by mistake.
+         */
+        final class ClientWait implements AutoCloseable {
+            private static final long IDLE = Long.MIN_VALUE;
+            private static final long FIRED = Long.MIN_VALUE + 1;
+
+            private final Thread thread;
+            private final AtomicLong since = new AtomicLong(IDLE);
+            private volatile boolean interruptSent;
+            private boolean timedOut;
+
+            private ClientWait(Thread thread) {
+                this.thread = thread;
+            }
+
+            /** Runs one blocking call on the client; a call the watchdog ended throws {@link ClientTimeout}. */
+            <T> T call(IoCall<T> call) throws IOException {
+                begin();
+                T result;
+                try {
+                    result = call.run();
+                } catch (IOException e) {
+                    if (end()) {
+                        throw new ClientTimeout(timeout, e);
+                    }
+                    throw e;
+                }
+                if (end()) {
+                    throw new ClientTimeout(timeout, null);
+                }
+                return result;
+            }
+
+            /** Marks the start of a blocking call; {@link #end} must follow. */
+            void begin() {
+                long now = System.nanoTime();
+                since.set(now == IDLE || now == FIRED ? now + 2 : now);
+            }
+
+            /** Marks its end: true when the watchdog ended it (the interrupt is then cleared). */
+            boolean end() {
+                long started = since.get();
+                if (started != FIRED && since.compareAndSet(started, IDLE)) {
+                    return false;
+                }
+                while (!interruptSent) {
+                    Thread.onSpinWait(); // the watchdog is between marking and interrupting: a few instructions
+                }
+                Thread.interrupted(); // later calls (queues, locks) must not see it
+                interruptSent = false;
+                timedOut = true;
+                return true;
+            }
+
+            /** True once a call was ended by the timeout: the client's socket is closed. */
+            boolean timedOut() {
+                return timedOut;
+            }
+
+            /** Ends the call under way now, if there is one. */
+            void expireNow() {
+                expire(0, -1);
+            }
+
+            /** Ends the call under way if it started more than {@code limit} ago; a negative limit ends it whatever its age. */
+            private void expire(long now, long limit) {
+                long started = since.get();
+                if (started != IDLE && started != FIRED && (limit < 0 || now - started > limit)
+                        && since.compareAndSet(started, FIRED)) {
+                    thread.interrupt();
+                    interruptSent = true;
+                }
+            }
+
+            @Override
+            public void close() {
+                clientWaits.remove(this);
+            }
+        }
+
+        /** A blocking call on a client. */
+        interface IoCall<T> {
+            T run() throws IOException;
+        }
     }
 
     // --- records ---
@@ -1925,6 +2169,7 @@ public final class LlmProxy {
         private byte[] bytes = new byte[0];
         private int size;
         private long total;
+        private String partial;
 
         Capture(long limit) {
             this.limit = (int) Math.min(limit, Integer.MAX_VALUE - 64);
@@ -1955,6 +2200,18 @@ public final class LlmProxy {
         synchronized long total() {
             return total;
         }
+
+        /** Notes that the body was not read to its end, and why; the first reason counts. */
+        synchronized void partial(String why) {
+            if (partial == null) {
+                partial = why;
+            }
+        }
+
+        /** Why the body was not read to its end, or null when it was. */
+        synchronized String partial() {
+            return partial;
+        }
     }
 
     /** What the log keeps of one finished exchange. */
@@ -1963,8 +2220,15 @@ public final class LlmProxy {
                   Map<String, List<String>> requestHeaders, Map<String, List<String>> responseHeaders,
                   Body request, Body response) {
 
-        /** A body as the log keeps it: its first bytes, its full length, its Content-Encoding. */
-        record Body(byte[] captured, long total, String encoding) {}
+        /**
+         * A body as the log keeps it: its first bytes, its full length, its Content-Encoding, and
+         * when it was not read to its end, why (else null).
+         */
+        record Body(byte[] captured, long total, String encoding, String partial) {
+            Body(byte[] captured, long total, String encoding) {
+                this(captured, total, encoding, null);
+            }
+        }
 
         /** How an exchange ended. */
         enum Outcome {
@@ -2036,8 +2300,8 @@ public final class LlmProxy {
                         TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - startNanos),
                         firstByteNanos == 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(firstByteNanos - startNanos),
                         requestHeaders, responseHeaders,
-                        new Body(requestBody.bytes(), requestBody.total(), requestEncoding),
-                        new Body(responseBody.bytes(), responseBody.total(), responseEncoding));
+                        new Body(requestBody.bytes(), requestBody.total(), requestEncoding, requestBody.partial()),
+                        new Body(responseBody.bytes(), responseBody.total(), responseEncoding, responseBody.partial()));
             }
         }
     }
@@ -2592,7 +2856,8 @@ public final class LlmProxy {
          * text becomes "[binary N bytes]"; one the log could not decode says so in the same way.
          */
         static String of(Record.Body body, long maxBody) {
-            return of(body.captured(), body.total(), body.encoding(), maxBody);
+            String text = of(body.captured(), body.total(), body.encoding(), maxBody);
+            return body.partial() == null ? text : text + "…[partial: " + body.partial() + "]";
         }
 
         /** The body's bytes with its Content-Encoding undone, or null when it cannot be. */
@@ -3557,6 +3822,16 @@ public final class LlmProxy {
 
         StartupException(String message) {
             super(message);
+        }
+    }
+
+    /** A blocking call on a client that the watchdog ended: the client sent or read nothing for --timeout. */
+    static final class ClientTimeout extends IOException {
+        @Serial
+        private static final long serialVersionUID = 1L;
+
+        ClientTimeout(Duration timeout, IOException cause) {
+            super("nothing moved for " + Durations.format(timeout) + " (--timeout)", cause);
         }
     }
 

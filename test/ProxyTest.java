@@ -803,14 +803,190 @@ class ProxyTest {
             // upstream giving up on a slow body is not heard; --timeout bounds the wait instead.
             client.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
             TestSupport.await(upstreamGotFirst, "the upstream to receive the part that was sent");
-            client.readHead(); // while the client still owes the rest of its body
-            assertEquals(504, client.status);
-            assertTrue(new String(client.body(), StandardCharsets.UTF_8).contains("llmproxy_upstream_timeout"));
+            // The client still owes the rest of its body: it stalled, so nobody is left to answer.
+            assertThrows(EOFException.class, client::readHead);
             proxy.stop();
             var record = recordsByColumn(proxy.log).getFirst();
-            assertEquals("504", record.get("status"));
+            assertEquals("", record.get("status"));
             assertEquals("timeout", record.get("outcome"));
-            assertEquals("first", record.get("request_body"));
+            assertTrue(record.get("error").startsWith("the client's request body stalled"), record.get("error"));
+            assertTrue(record.get("request_body").startsWith("first…[partial: the client stopped sending after 5 bytes"),
+                    record.get("request_body"));
+            assertEquals(0, proxy.proxy.inFlight());
+        }
+    }
+
+    @Test
+    void endsAStalledSmallUploadWithinTheTimeoutWithoutContactingTheUpstream() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
+             var proxy = proxy(Map.of(), upstream.url(), "-T", "0.01",
+                     "--log-columns", "status,outcome,error,request_bytes,request_body");
+             var client = new TestSupport.RawClient(proxy.port())) {
+            // A body of 100 declared bytes, of which 10 come: small bodies are read whole, and were
+            // waited for without any limit.
+            client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n0123456789");
+            assertThrows(EOFException.class, client::readHead, "the proxy gives up on the client and closes");
+            proxy.stop();
+            var record = recordsByColumn(proxy.log).getFirst();
+            assertEquals("timeout", record.get("outcome"));
+            assertEquals("10", record.get("request_bytes"));
+            assertTrue(record.get("request_body").startsWith("0123456789…[partial:"), record.get("request_body"));
+            assertTrue(upstream.received.isEmpty());
+            assertEquals(0, proxy.proxy.inFlight());
+        }
+    }
+
+    @Test
+    void endsTheExchangeAndClosesTheUpstreamWhenTheClientStopsReading() throws Exception {
+        CountDownLatch upstreamSawClose = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 0);
+            byte[] chunk = new byte[64 * 1024];
+            try {
+                for (int k = 0; k < 8192; k++) { // bounded: 512 MB at most, far more than any socket buffer
+                    exchange.getResponseBody().write(chunk);
+                    exchange.getResponseBody().flush();
+                }
+            } catch (IOException e) {
+                upstreamSawClose.countDown();
+            }
+        }); var proxy = proxy(Map.of(), upstream.url(), "-T", "0.01", "--log-columns", "status,outcome,error");
+             var client = new TestSupport.RawClient(proxy.port())) {
+            client.socket.setReceiveBufferSize(4096);
+            // A suspended agent (Ctrl-Z): it asked, then never reads the answer.
+            client.send("GET /v1/files/big HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            TestSupport.await(upstreamSawClose, "the upstream to see its connection closed");
+            proxy.stop();
+            var record = recordsByColumn(proxy.log).getFirst();
+            assertEquals("client_closed", record.get("outcome"));
+            assertTrue(record.get("error").startsWith("client stopped reading") && record.get("error").contains("--timeout"),
+                    record.get("error"));
+            assertEquals(0, proxy.proxy.inFlight());
+        }
+    }
+
+    @Test
+    void releasesTheInFlightSlotEvenWhenAnErrorIsThrown() throws Exception {
+        var config = ((LlmProxy.Cli.Command.Run) LlmProxy.Cli.parse(new String[] {"-t", "http://127.0.0.1:9",
+                "-l", dir.resolve("log.csv").toString(), "--log-columns", "status,outcome,error"},
+                Map.<String, String>of()::get)).config();
+        var err = new java.io.PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8);
+        var log = LlmProxy.LogWriter.open(config, err);
+        var throwing = new ThrowingClient(new OutOfMemoryError("Java heap space (thrown by the test)"));
+        try (var watchdog = new LlmProxy.IdleWatchdog(config.timeout())) {
+            var forwarder = new LlmProxy.Forwarder(config, 10, throwing, watchdog, log, LlmProxy.Access.of(config),
+                    new LlmProxy.Secrets(true, List.of()));
+            var server = com.sun.net.httpserver.HttpServer.create(
+                    new java.net.InetSocketAddress(TestSupport.LOOPBACK, 0), 0);
+            server.createContext("/", forwarder::handle);
+            server.setExecutor(java.util.concurrent.Executors.newVirtualThreadPerTaskExecutor());
+            server.start();
+            try {
+                for (int i = 0; i < 3; i++) {
+                    try (var client = new TestSupport.RawClient(server.getAddress().getPort())) {
+                        client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}");
+                        assertThrows(IOException.class, client::readHead, "the Error drops the connection");
+                    }
+                }
+                assertEquals(0, forwarder.inFlight.get(), "every slot came back");
+            } finally {
+                server.stop(0);
+                log.close();
+            }
+        }
+        var rows = TestSupport.Csv.parse(java.nio.file.Files.readString(dir.resolve("log.csv")));
+        assertEquals(4, rows.size(), "a record for each exchange");
+        assertTrue(rows.get(1).get(2).startsWith("internal error: java.lang.OutOfMemoryError"), rows.get(1).toString());
+    }
+
+    /** An upstream client whose send throws what it is given. */
+    private static final class ThrowingClient extends HttpClient {
+        private final Error error;
+
+        ThrowingClient(Error error) {
+            this.error = error;
+        }
+
+        @Override
+        public <T> HttpResponse<T> send(HttpRequest request, HttpResponse.BodyHandler<T> handler) {
+            throw error;
+        }
+
+        @Override
+        public <T> CompletableFuture<HttpResponse<T>> sendAsync(HttpRequest r, HttpResponse.BodyHandler<T> h) {
+            throw error;
+        }
+
+        @Override
+        public <T> CompletableFuture<HttpResponse<T>> sendAsync(HttpRequest r, HttpResponse.BodyHandler<T> h,
+                                                                HttpResponse.PushPromiseHandler<T> p) {
+            throw error;
+        }
+
+        @Override
+        public java.util.Optional<java.net.CookieHandler> cookieHandler() {
+            return java.util.Optional.empty();
+        }
+
+        @Override
+        public java.util.Optional<java.time.Duration> connectTimeout() {
+            return java.util.Optional.empty();
+        }
+
+        @Override
+        public Redirect followRedirects() {
+            return Redirect.NEVER;
+        }
+
+        @Override
+        public java.util.Optional<java.net.ProxySelector> proxy() {
+            return java.util.Optional.empty();
+        }
+
+        @Override
+        public javax.net.ssl.SSLContext sslContext() {
+            return null;
+        }
+
+        @Override
+        public javax.net.ssl.SSLParameters sslParameters() {
+            return null;
+        }
+
+        @Override
+        public java.util.Optional<java.net.Authenticator> authenticator() {
+            return java.util.Optional.empty();
+        }
+
+        @Override
+        public Version version() {
+            return Version.HTTP_1_1;
+        }
+
+        @Override
+        public java.util.Optional<java.util.concurrent.Executor> executor() {
+            return java.util.Optional.empty();
+        }
+    }
+
+    @Test
+    void drainsTheWholePromptForTheLogWhenTheUpstreamIsDown() throws Exception {
+        int port;
+        try (ServerSocket unused = new ServerSocket(0)) {
+            port = unused.getLocalPort();
+        }
+        String prompt = "{\"messages\": \"" + "x".repeat(300_000) + "\"}";
+        try (var proxy = proxy(Map.of(), "http://127.0.0.1:" + port, "--log-columns", "status,request_bytes,request_body",
+                "--log-max-body", "200k")) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/v1/chat/completions")))
+                    .POST(HttpRequest.BodyPublishers.ofString(prompt)).build(), HttpResponse.BodyHandlers.ofString());
+            assertEquals(502, response.statusCode());
+            proxy.stop();
+            var record = recordsByColumn(proxy.log).getFirst();
+            assertEquals(String.valueOf(prompt.length()), record.get("request_bytes"), "counts all the client sent");
+            assertTrue(record.get("request_body").startsWith(prompt.substring(0, 200 * 1024)), "keeps up to --log-max-body");
+            assertTrue(record.get("request_body").endsWith("…[truncated: " + prompt.length() + " bytes total]"),
+                    record.get("request_body").substring(200 * 1024));
         }
     }
 

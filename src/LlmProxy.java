@@ -2566,6 +2566,7 @@ public final class LlmProxy {
         private final Secrets secrets;
         private final long maxBody;
         private final long rotateAt;
+        private final int keep;
         private final BlockingQueue<Record> queue = new LinkedBlockingQueue<>();
         private final Thread thread;
         private final PrintStream err;
@@ -2578,6 +2579,7 @@ public final class LlmProxy {
         private Object openedKey; // identity (device, inode) of the file `out` writes to
         private long size;
         private boolean failing;
+        private boolean rotateFailing;
         private volatile boolean closed;
 
         private LogWriter(Config config, OutputStream out, long size, PrintStream err) {
@@ -2589,6 +2591,7 @@ public final class LlmProxy {
             this.secrets = new Secrets(!config.logSecrets(), config.addHeaders());
             this.maxBody = config.logMaxBody();
             this.rotateAt = config.logRotate();
+            this.keep = config.logKeep();
             this.out = out;
             this.openedKey = fileKey(config.logFile());
             this.size = size;
@@ -2753,9 +2756,6 @@ public final class LlmProxy {
                         failing = false;
                         err.println("llmproxy: writing to log file " + file + " again");
                     }
-                    if (rotateAt > 0 && size > rotateAt) {
-                        rotate();
-                    }
                 } catch (IOException e) {
                     lost.addAndGet(pendingRecords);
                     closeQuietly();
@@ -2767,6 +2767,9 @@ public final class LlmProxy {
                 }
                 pending.setLength(0);
                 pendingRecords = 0;
+                if (rotateAt > 0 && size > rotateAt && out != null) {
+                    rotate(); // after the records are counted as written: a failed rotation loses none
+                }
             }
             if (!summaries.isEmpty()) {
                 err.print(summaries);
@@ -2802,14 +2805,58 @@ public final class LlmProxy {
             }
         }
 
-        /** Renames the full file with a timestamp suffix; the next records start a new one with a header. */
-        private void rotate() throws IOException {
-            closeQuietly();
+        /**
+         * Renames the full file with a timestamp suffix and starts the new one (with its header
+         * row) at once, so that the log file always exists; then deletes rotated files beyond
+         * --log-keep. A rotation that fails leaves the records where they are and is tried again
+         * after the next write.
+         */
+        private void rotate() {
             String name = file.getFileName().toString();
             int dot = name.lastIndexOf('.');
+            String base = dot > 0 ? name.substring(0, dot) : name;
+            String extension = dot > 0 ? name.substring(dot) : "";
             String stamp = DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss-SSS").withZone(ZoneOffset.UTC).format(Instant.now());
-            String rotated = dot > 0 ? name.substring(0, dot) + "-" + stamp + name.substring(dot) : name + "-" + stamp;
-            Files.move(file, file.resolveSibling(rotated));
+            Path rotated = file.resolveSibling(base + "-" + stamp + extension);
+            for (int n = 1; Files.exists(rotated); n++) { // two rotations within a millisecond
+                rotated = file.resolveSibling(base + "-" + stamp + "-" + n + extension);
+            }
+            closeQuietly();
+            try {
+                Files.move(file, rotated);
+                rotateFailing = false;
+            } catch (IOException e) {
+                if (!rotateFailing) {
+                    rotateFailing = true;
+                    err.println("llmproxy: cannot rotate log file " + file + " (" + e + "); still writing to it,"
+                            + " trying again after each write");
+                }
+            }
+            try {
+                reopen();
+            } catch (IOException e) {
+                closeQuietly(); // the next flush opens it, or counts what it cannot write
+            }
+            if (keep > 0) {
+                deleteRotatedBeyond(base, extension);
+            }
+        }
+
+        /** Deletes the oldest rotated files of this log, keeping the --log-keep newest. */
+        private void deleteRotatedBeyond(String base, String extension) {
+            Path dir = file.toAbsolutePath().getParent();
+            String pattern = java.util.regex.Pattern.quote(base) + "-\\d{8}-\\d{6}-\\d{3}(-\\d+)?"
+                    + java.util.regex.Pattern.quote(extension);
+            try (var files = Files.list(dir)) {
+                List<Path> rotated = files.filter(p -> p.getFileName().toString().matches(pattern))
+                        .sorted(java.util.Comparator.comparing((Path p) -> p.getFileName().toString()).reversed())
+                        .toList();
+                for (Path old : rotated.subList(Math.min(keep, rotated.size()), rotated.size())) {
+                    Files.deleteIfExists(old);
+                }
+            } catch (IOException | RuntimeException e) {
+                err.println("llmproxy: cannot delete old rotated log files in " + dir + " (" + e + ")");
+            }
         }
 
         private void closeQuietly() {

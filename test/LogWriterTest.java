@@ -269,6 +269,9 @@ class LogWriterTest {
         try (var log = open(file, "--log-rotate", "100")) {
             log.submit(record("POST", "x".repeat(120), "first"));
             awaitRecords(log, 1);
+            // The new file exists with its header at once, not only when the next record comes.
+            waitFor(() -> rotatedFiles("rotating").size() == 1, () -> "no rotation");
+            assertEquals("method,url,request_body,response_body\r\n", Files.readString(file));
             log.submit(record("POST", "second", "two"));
         }
         try (var files = Files.list(dir)) {
@@ -282,6 +285,37 @@ class LogWriterTest {
         List<List<String>> current = TestSupport.Csv.parse(Files.readString(file));
         assertEquals(List.of("method", "url", "request_body", "response_body"), current.get(0));
         assertEquals("second", current.get(1).get(2));
+    }
+
+    @Test
+    void keepsTheNewestRotatedFilesWithLogKeep() throws Exception {
+        Path file = dir.resolve("kept.csv");
+        Files.writeString(dir.resolve("kept-notes.csv"), "not a rotated log\r\n");
+        try (var log = open(file, "--log-rotate", "100", "--log-keep", "2")) {
+            for (int i = 1; i <= 5; i++) {
+                log.submit(record("POST", "x".repeat(120), "record " + i));
+                awaitRecords(log, i);
+                int rotations = i;
+                waitFor(() -> rotatedFiles("kept").size() == Math.min(rotations, 2), () -> "rotated: " + rotatedFiles("kept"));
+            }
+        }
+        List<Path> kept = rotatedFiles("kept");
+        assertEquals(2, kept.size(), kept.toString());
+        List<String> contents = new java.util.ArrayList<>();
+        for (Path p : kept) {
+            contents.add(TestSupport.Csv.parse(Files.readString(p)).get(1).get(3));
+        }
+        assertEquals(List.of("record 4", "record 5"), contents.stream().sorted().toList(), "the two newest are kept");
+        assertTrue(Files.exists(dir.resolve("kept-notes.csv")), "other files are left alone");
+    }
+
+    private List<Path> rotatedFiles(String base) {
+        try (var files = Files.list(dir)) {
+            return files.filter(p -> p.getFileName().toString().matches(base + "-\\d{8}-\\d{6}-\\d{3}(-\\d+)?\\.csv"))
+                    .sorted().toList();
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
     }
 
     /** Waits (bounded) for the writer thread to have written n records. */

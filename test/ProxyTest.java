@@ -970,6 +970,49 @@ class ProxyTest {
     }
 
     @Test
+    void answersNewRequestsOnKeptAliveConnectionsWith503DuringTheGrace() throws Exception {
+        CountDownLatch release = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            if (exchange.getRequestURI().getPath().equals("/held")) {
+                TestSupport.await(release, "the test to release the held exchange");
+                exchange.sendResponseHeaders(200, 2);
+                exchange.getResponseBody().write("ok".getBytes(StandardCharsets.UTF_8));
+            } else {
+                exchange.sendResponseHeaders(204, -1);
+            }
+        }); var proxy = proxy(upstream, "--log-columns", "url,status,outcome");
+             var kept = new TestSupport.RawClient(proxy.port());
+             var held = new TestSupport.RawClient(proxy.port())) {
+            kept.send("GET /quick HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
+            assertEquals(204, kept.status);
+            held.send("GET /held HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            upstream.next(); // /quick
+            upstream.next(); // /held is in flight
+            Thread stopping = Thread.ofVirtual().start(() -> proxy.proxy.shutdown(java.time.Duration.ofSeconds(10)));
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (!proxy.stderr().contains("stopping; waiting up to")) { // printed once new requests are refused
+                assertTrue(System.nanoTime() < deadline, proxy.stderr());
+                Thread.sleep(5);
+            }
+            kept.headers.clear();
+            kept.send("GET /quick HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
+            assertEquals(503, kept.status);
+            assertEquals("close", kept.headers.get("connection"));
+            assertTrue(new String(kept.body(), StandardCharsets.UTF_8).contains("llmproxy_shutdown"));
+            release.countDown();
+            held.readHead();
+            assertEquals(200, held.status);
+            assertEquals("close", held.headers.get("connection"), "answers during the grace close their connection");
+            assertEquals("ok", new String(held.body(), StandardCharsets.UTF_8));
+            stopping.join(TimeUnit.SECONDS.toMillis(20));
+            var records = TestSupport.Csv.parse(java.nio.file.Files.readString(proxy.log));
+            assertEquals(List.of(List.of("url", "status", "outcome"), List.of("http://localhost/quick", "204", "complete"),
+                    List.of("http://localhost/quick", "503", "shutdown"), List.of("http://localhost/held", "200", "complete")),
+                    records);
+        }
+    }
+
+    @Test
     void drainsTheWholePromptForTheLogWhenTheUpstreamIsDown() throws Exception {
         int port;
         try (ServerSocket unused = new ServerSocket(0)) {

@@ -250,7 +250,8 @@ public final class LlmProxy {
                                              response_headers, error, and read from LLM APIs:
                                              model, stream, response_text, reasoning_text,
                                              tool_calls, input_tokens, output_tokens,
-                                             cached_tokens, stop_reason
+                                             cached_tokens, stop_reason, reasoning_tokens,
+                                             cache_write_tokens
                       --log-secrets          log credential headers and key query parameters whole
                                              (by default: Bearer sk-p…3xQz); --add-header values
                                              are never logged
@@ -1503,6 +1504,7 @@ public final class LlmProxy {
             try (IdleWatchdog.Watch watch = watchdog.watch(upstreamBody)) {
                 while (true) {
                     int n;
+                    watch.waiting();
                     try {
                         n = upstreamBody.read(buffer);
                     } catch (IOException e) {
@@ -1515,10 +1517,10 @@ public final class LlmProxy {
                         }
                         return Ending.CUT;
                     }
+                    watch.arrived();
                     if (n < 0) {
                         break;
                     }
-                    watch.touch();
                     record.responseBody.write(buffer, 0, n);
                     IOException failed = null;
                     client.begin(); // by hand rather than call(): no lambda per chunk
@@ -2016,7 +2018,7 @@ public final class LlmProxy {
             long now = System.nanoTime();
             for (Watch watch : watched) {
                 try {
-                    if (now - watch.lastActivity > timeoutNanos) {
+                    if (watch.silentFor(now, timeoutNanos)) {
                         watch.fire();
                     }
                 } catch (RuntimeException | Error e) {
@@ -2037,18 +2039,36 @@ public final class LlmProxy {
             timer.shutdownNow();
         }
 
-        /** One watched body; closing the watch stops watching. */
+        /**
+         * One watched body; closing the watch stops watching. Only the time spent waiting for
+         * the upstream counts: while the copy loop writes to a slow client, the upstream is not
+         * silent, it is waited on (and that wait is a {@link ClientWait}'s).
+         */
         final class Watch implements AutoCloseable {
+            private static final long NOT_WAITING = Long.MIN_VALUE;
+
             private final InputStream body;
-            private volatile long lastActivity = System.nanoTime();
+            private volatile long waitingSince = NOT_WAITING;
             private volatile boolean fired;
 
             private Watch(InputStream body) {
                 this.body = body;
             }
 
-            void touch() {
-                lastActivity = System.nanoTime();
+            /** The copy loop is about to wait for the upstream's next bytes. */
+            void waiting() {
+                long now = System.nanoTime();
+                waitingSince = now == NOT_WAITING ? now + 1 : now;
+            }
+
+            /** The upstream's bytes arrived. */
+            void arrived() {
+                waitingSince = NOT_WAITING;
+            }
+
+            private boolean silentFor(long now, long limit) {
+                long since = waitingSince;
+                return since != NOT_WAITING && now - since > limit;
             }
 
             boolean fired() {
@@ -2313,11 +2333,11 @@ public final class LlmProxy {
         TIME, ID, METHOD, URL, UPSTREAM_URL, STATUS, OUTCOME, DURATION_MS, TTFB_MS, REQUEST_BYTES, RESPONSE_BYTES,
         REQUEST_HEADERS, RESPONSE_HEADERS, ERROR, REQUEST_BODY, RESPONSE_BODY,
         MODEL, STREAM, RESPONSE_TEXT, REASONING_TEXT, TOOL_CALLS, INPUT_TOKENS, OUTPUT_TOKENS, CACHED_TOKENS,
-        STOP_REASON;
+        STOP_REASON, REASONING_TOKENS, CACHE_WRITE_TOKENS;
 
         /** Columns whose JSONL value is a number (or, for stream, a boolean) rather than a string. */
         private static final Set<Column> UNQUOTED = Set.of(STATUS, DURATION_MS, TTFB_MS, REQUEST_BYTES, RESPONSE_BYTES,
-                STREAM, INPUT_TOKENS, OUTPUT_TOKENS, CACHED_TOKENS);
+                STREAM, INPUT_TOKENS, OUTPUT_TOKENS, CACHED_TOKENS, REASONING_TOKENS, CACHE_WRITE_TOKENS);
 
         static final List<Column> DEFAULT = List.of(METHOD, URL, REQUEST_BODY, RESPONSE_BODY);
         private static final DateTimeFormatter TIME_FORMAT =
@@ -2387,6 +2407,8 @@ public final class LlmProxy {
                 case OUTPUT_TOKENS -> text(view.llm().outputTokens());
                 case CACHED_TOKENS -> text(view.llm().cachedTokens());
                 case STOP_REASON -> text(view.llm().stopReason());
+                case REASONING_TOKENS -> text(view.llm().reasoningTokens());
+                case CACHE_WRITE_TOKENS -> text(view.llm().cacheWriteTokens());
             };
         }
 
@@ -2416,7 +2438,8 @@ public final class LlmProxy {
                         contentType = h.getValue().getFirst();
                     }
                 }
-                llm = Conversation.read(record.url(), BodyText.decoded(record.request(), maxBody), contentType,
+                String url = record.upstreamUrl().isEmpty() ? record.url() : record.upstreamUrl();
+                llm = Conversation.read(url, BodyText.decoded(record.request(), maxBody), contentType,
                         BodyText.decoded(record.response(), maxBody));
             }
             return llm;
@@ -3039,8 +3062,9 @@ public final class LlmProxy {
 
     /** What the log shows of an LLM exchange; null fields are empty columns. */
     record Llm(String model, Boolean stream, String text, String reasoning, String toolCalls,
-               Long inputTokens, Long outputTokens, Long cachedTokens, String stopReason) {
-        static final Llm NONE = new Llm(null, null, null, null, null, null, null, null, null);
+               Long inputTokens, Long outputTokens, Long cachedTokens, String stopReason, Long reasoningTokens,
+               Long cacheWriteTokens) {
+        static final Llm NONE = new Llm(null, null, null, null, null, null, null, null, null, null, null);
     }
 
     /**
@@ -3054,10 +3078,18 @@ public final class LlmProxy {
 
         private enum Format { OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC, OLLAMA, GEMINI }
 
+        /**
+         * @param url the upstream URL when there is one: its path names the API even when the
+         *            client posts to "/" of a target that is the endpoint itself
+         */
         static Llm read(String url, byte[] request, String contentType, byte[] response) {
             try {
                 String path = URI.create(url).getRawPath();
-                Format format = format(path == null ? "" : path);
+                path = path == null ? "" : path;
+                while (path.endsWith("/")) {
+                    path = path.substring(0, path.length() - 1);
+                }
+                Format format = format(path);
                 if (format == null) {
                     return Llm.NONE;
                 }
@@ -3108,7 +3140,7 @@ public final class LlmProxy {
                 return false;
             }
             String type = contentType == null ? "" : contentType.toLowerCase(Locale.ROOT);
-            if (type.contains("text/event-stream")) {
+            if (type.contains("text/event-stream") || looksLikeSse(body)) {
                 Sse sse = new Sse();
                 sse.feed(body, 0, body.length);
                 for (Sse.Event event : sse.finish()) {
@@ -3134,13 +3166,46 @@ public final class LlmProxy {
                 }
                 return out.size() > 1;
             }
-            Object json = parseQuietly(text);
-            if (json instanceof List<?> list) { // Gemini's streamGenerateContent without alt=sse
-                list.forEach(item -> add(out, item));
+            if (text.startsWith("[")) { // Gemini's streamGenerateContent without alt=sse
+                arrayElements(text, out);
                 return true;
             }
-            add(out, json);
+            add(out, parseQuietly(text));
             return false;
+        }
+
+        /** A body sent with the wrong content type that still reads as server-sent events. */
+        private static boolean looksLikeSse(byte[] body) {
+            String head = new String(body, 0, Math.min(body.length, 64), StandardCharsets.UTF_8).stripLeading();
+            return head.startsWith("data:") || head.startsWith("event:") || head.startsWith(": ");
+        }
+
+        /**
+         * The elements of a JSON array one by one, so that an array cut short (a stream that
+         * ended early) still gives every element that arrived whole.
+         */
+        private static void arrayElements(String text, List<Object> out) {
+            int depth = 0;
+            int start = -1;
+            boolean inString = false;
+            for (int i = 1; i < text.length(); i++) {
+                char c = text.charAt(i);
+                if (inString) {
+                    if (c == '\\') {
+                        i++;
+                    } else if (c == '"') {
+                        inString = false;
+                    }
+                } else if (c == '"') {
+                    inString = true;
+                } else if (c == '{' || c == '[') {
+                    if (depth++ == 0) {
+                        start = i;
+                    }
+                } else if ((c == '}' || c == ']') && depth > 0 && --depth == 0) {
+                    add(out, parseQuietly(text.substring(start, i + 1)));
+                }
+            }
         }
 
         private static void add(List<Object> out, Object json) {
@@ -3166,7 +3231,10 @@ public final class LlmProxy {
             private Long input;
             private Long output;
             private Long cached;
+            private Long reasoningTokens;
+            private Long cacheWrite;
             private String stop;
+            private boolean refused;
 
             private void tool(Object key, String name, String arguments) {
                 String[] call = tools.computeIfAbsent(key, k -> new String[] {"", ""});
@@ -3184,19 +3252,42 @@ public final class LlmProxy {
                 }
             }
 
+            /** An API error: "error: kind: message", the kind being its type, or its code when the type says only "error". */
             private void error(Object error) {
                 if (error != null) {
                     String type = Json.string(error, "type");
+                    String kind = type != null && !type.equals("error") ? type : Json.string(error, "code");
                     String message = Json.string(error, "message");
-                    stop = "error: " + (type != null ? type : "") + (message != null ? (type != null ? ": " : "") + message : "");
+                    stop = "error: " + (kind != null ? kind : "") + (message != null ? (kind != null ? ": " : "") + message : "");
+                }
+            }
+
+            /** A model's refusal: its text goes to the answer, marked once, and the stop reason says so. */
+            private void refusal(String piece) {
+                if (piece != null) {
+                    if (!refused) {
+                        text.append(text.isEmpty() ? "" : "\n").append("[refusal] ");
+                        refused = true;
+                    }
+                    text.append(piece);
                 }
             }
 
             void openAiChat(Object m) {
                 model = firstNonNull(model, Json.string(m, "model"));
-                Object choice = Json.at(m, "choices", 0);
+                Object choice = null; // the first choice only: with n > 1, the others would interleave with it
+                if (Json.at(m, "choices") instanceof List<?> choices) {
+                    for (Object c : choices) {
+                        Object index = Json.at(c, "index");
+                        if (index == null || Long.valueOf(0).equals(index)) {
+                            choice = c;
+                            break;
+                        }
+                    }
+                }
                 Object delta = firstNonNull(Json.at(choice, "delta"), Json.at(choice, "message"));
                 append(text, Json.string(delta, "content"));
+                refusal(Json.string(delta, "refusal"));
                 append(reasoning, firstNonNull(Json.string(delta, "reasoning_content"), Json.string(delta, "reasoning")));
                 if (Json.at(delta, "tool_calls") instanceof List<?> calls) {
                     for (int i = 0; i < calls.size(); i++) {
@@ -3205,12 +3296,13 @@ public final class LlmProxy {
                         tool(index, Json.string(call, "function", "name"), Json.string(call, "function", "arguments"));
                     }
                 }
-                stop = firstNonNull(Json.string(choice, "finish_reason"), stop);
+                stop = refused ? "refusal" : firstNonNull(Json.string(choice, "finish_reason"), stop);
                 Object usage = Json.at(m, "usage");
                 if (usage != null) {
                     input = Json.number(usage, "prompt_tokens");
                     output = Json.number(usage, "completion_tokens");
                     cached = Json.number(usage, "prompt_tokens_details", "cached_tokens");
+                    reasoningTokens = Json.number(usage, "completion_tokens_details", "reasoning_tokens");
                 }
                 error(Json.at(m, "error"));
             }
@@ -3226,12 +3318,21 @@ public final class LlmProxy {
                     case "response.output_text.delta" -> append(text, Json.string(m, "delta"));
                     case "response.reasoning_summary_text.delta", "response.reasoning_text.delta" ->
                             append(reasoning, Json.string(m, "delta"));
+                    case "response.refusal.delta" -> refusal(Json.string(m, "delta"));
                     case "response.output_item.added" -> {
-                        if ("function_call".equals(Json.string(m, "item", "type"))) {
+                        String item = String.valueOf(Json.string(m, "item", "type"));
+                        if (item.equals("function_call") || item.equals("custom_tool_call")) {
                             tool(Json.at(m, "output_index"), Json.string(m, "item", "name"), null);
                         }
                     }
-                    case "response.function_call_arguments.delta" -> tool(Json.at(m, "output_index"), null, Json.string(m, "delta"));
+                    case "response.function_call_arguments.delta", "response.custom_tool_call_input.delta" ->
+                            tool(Json.at(m, "output_index"), null, Json.string(m, "delta"));
+                    case "response.custom_tool_call_input.done" -> {
+                        String[] call = tools.get(Json.at(m, "output_index"));
+                        if (call != null && call[1].isEmpty()) { // no deltas came: the whole input is here
+                            tool(Json.at(m, "output_index"), null, Json.string(m, "input"));
+                        }
+                    }
                     case "response.created", "response.in_progress", "response.completed", "response.incomplete",
                          "response.failed" -> responseObject(Json.at(m, "response"), false);
                     case "error" -> error(firstNonNull(Json.at(m, "error"), m));
@@ -3243,7 +3344,8 @@ public final class LlmProxy {
             private void responseObject(Object r, boolean whole) {
                 model = firstNonNull(Json.string(r, "model"), model);
                 String status = Json.string(r, "status");
-                if (status != null && !status.equals("in_progress") && !status.equals("queued")) {
+                boolean errorSaid = stop != null && stop.startsWith("error:"); // by an error event: keep its code
+                if (status != null && !status.equals("in_progress") && !status.equals("queued") && !errorSaid) {
                     String reason = Json.string(r, "incomplete_details", "reason");
                     stop = reason != null ? status + ": " + reason : status;
                 }
@@ -3253,6 +3355,7 @@ public final class LlmProxy {
                     input = Json.number(usage, "input_tokens");
                     output = Json.number(usage, "output_tokens");
                     cached = Json.number(usage, "input_tokens_details", "cached_tokens");
+                    reasoningTokens = Json.number(usage, "output_tokens_details", "reasoning_tokens");
                 }
                 if (whole && Json.at(r, "output") instanceof List<?> items) {
                     for (int i = 0; i < items.size(); i++) {
@@ -3260,7 +3363,10 @@ public final class LlmProxy {
                         switch (String.valueOf(Json.string(item, "type"))) {
                             case "message" -> {
                                 if (Json.at(item, "content") instanceof List<?> parts) {
-                                    parts.forEach(p -> append(text, Json.string(p, "text")));
+                                    for (Object part : parts) {
+                                        append(text, Json.string(part, "text"));
+                                        refusal(Json.string(part, "refusal"));
+                                    }
                                 }
                             }
                             case "reasoning" -> {
@@ -3269,9 +3375,13 @@ public final class LlmProxy {
                                 }
                             }
                             case "function_call" -> tool((long) i, Json.string(item, "name"), Json.string(item, "arguments"));
+                            case "custom_tool_call" -> tool((long) i, Json.string(item, "name"), Json.string(item, "input"));
                             default -> { }
                         }
                     }
+                }
+                if (refused && "completed".equals(status)) {
+                    stop = "refusal";
                 }
             }
 
@@ -3282,10 +3392,11 @@ public final class LlmProxy {
                         model = firstNonNull(Json.string(message, "model"), model);
                         input = firstNonNull(Json.number(message, "usage", "input_tokens"), input);
                         cached = firstNonNull(Json.number(message, "usage", "cache_read_input_tokens"), cached);
+                        cacheWrite = firstNonNull(Json.number(message, "usage", "cache_creation_input_tokens"), cacheWrite);
                     }
                     case "content_block_start" -> {
                         Object block = Json.at(m, "content_block");
-                        if ("tool_use".equals(Json.string(block, "type"))) {
+                        if (isAnthropicToolUse(Json.string(block, "type"))) {
                             tool(Json.at(m, "index"), Json.string(block, "name"), null);
                         }
                     }
@@ -3302,6 +3413,8 @@ public final class LlmProxy {
                         stop = firstNonNull(Json.string(m, "delta", "stop_reason"), stop);
                         output = firstNonNull(Json.number(m, "usage", "output_tokens"), output);
                         input = firstNonNull(Json.number(m, "usage", "input_tokens"), input);
+                        cached = firstNonNull(Json.number(m, "usage", "cache_read_input_tokens"), cached);
+                        cacheWrite = firstNonNull(Json.number(m, "usage", "cache_creation_input_tokens"), cacheWrite);
                     }
                     case "message" -> { // not streamed
                         model = Json.string(m, "model");
@@ -3311,8 +3424,11 @@ public final class LlmProxy {
                                 switch (String.valueOf(Json.string(block, "type"))) {
                                     case "text" -> append(text, Json.string(block, "text"));
                                     case "thinking" -> append(reasoning, Json.string(block, "thinking"));
-                                    case "tool_use" -> tool((long) i, Json.string(block, "name"), Json.write(Json.at(block, "input")));
-                                    default -> { }
+                                    default -> {
+                                        if (isAnthropicToolUse(Json.string(block, "type"))) {
+                                            tool((long) i, Json.string(block, "name"), Json.write(Json.at(block, "input")));
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -3320,10 +3436,16 @@ public final class LlmProxy {
                         input = Json.number(m, "usage", "input_tokens");
                         output = Json.number(m, "usage", "output_tokens");
                         cached = Json.number(m, "usage", "cache_read_input_tokens");
+                        cacheWrite = Json.number(m, "usage", "cache_creation_input_tokens");
                     }
                     case "error" -> error(Json.at(m, "error"));
                     default -> { } // ping, content_block_stop, message_stop, unknown events
                 }
+            }
+
+            /** A tool call block: the client's tools, and those Anthropic runs itself (web search, MCP servers). */
+            private static boolean isAnthropicToolUse(String type) {
+                return "tool_use".equals(type) || "server_tool_use".equals(type) || "mcp_tool_use".equals(type);
             }
 
             void ollama(Object m) {
@@ -3364,7 +3486,11 @@ public final class LlmProxy {
                 Object usage = Json.at(m, "usageMetadata");
                 if (usage != null) {
                     input = Json.number(usage, "promptTokenCount");
-                    output = Json.number(usage, "candidatesTokenCount");
+                    // Gemini counts thinking apart from the answer; both are billed as output.
+                    Long answer = Json.number(usage, "candidatesTokenCount");
+                    reasoningTokens = Json.number(usage, "thoughtsTokenCount");
+                    output = answer == null ? reasoningTokens
+                            : reasoningTokens == null ? answer : Long.valueOf(answer + reasoningTokens);
                     cached = Json.number(usage, "cachedContentTokenCount");
                 }
                 error(Json.at(m, "error"));
@@ -3377,7 +3503,7 @@ public final class LlmProxy {
                 }
                 return new Llm(firstNonNull(requestModel, model), stream, text.isEmpty() ? null : text.toString(),
                         reasoning.isEmpty() ? null : reasoning.toString(), calls.isEmpty() ? null : calls.toString(),
-                        input, output, cached, stop);
+                        input, output, cached, stop, reasoningTokens, cacheWrite);
             }
         }
 

@@ -54,7 +54,7 @@ class ConversationTest {
     void assemblesAStreamedChatCompletionWithToolCallsAndUsage() {
         var llm = read("/v1/chat/completions", CHAT_REQUEST, SSE, CHAT_STREAM);
         assertEquals(new LlmProxy.Llm("gpt-4o-mini", true, "Hello, wörld", null,
-                "get_weather({\"city\":\"Paris\"})\nget_time({})", 25L, 12L, 8L, "tool_calls"), llm);
+                "get_weather({\"city\":\"Paris\"})\nget_time({})", 25L, 12L, 8L, "tool_calls", null, null), llm);
     }
 
     @Test
@@ -85,7 +85,7 @@ class ConversationTest {
                  "usage":{"prompt_tokens":40,"completion_tokens":9,"total_tokens":49}}""";
         var llm = read("/chat/completions", "{\"model\":\"gpt-4o\",\"messages\":[]}", "application/json", response);
         assertEquals(new LlmProxy.Llm("gpt-4o", false, null, "Think first.", "lookup({\"q\":\"x\"})", 40L, 9L, null,
-                "tool_calls"), llm);
+                "tool_calls", null, null), llm);
     }
 
     @Test
@@ -133,7 +133,7 @@ class ConversationTest {
     void assemblesAStreamedResponsesCall() {
         var llm = read("/v1/responses", "{\"model\":\"gpt-5\",\"stream\":true,\"input\":\"hi\"}", SSE, RESPONSES_STREAM);
         assertEquals(new LlmProxy.Llm("gpt-5", true, "Checking now.", "Need the weather.",
-                "get_weather({\"city\":\"Oslo\"})", 52L, 31L, 0L, "completed"), llm);
+                "get_weather({\"city\":\"Oslo\"})", 52L, 31L, 0L, "completed", 12L, null), llm);
     }
 
     @Test
@@ -162,7 +162,7 @@ class ConversationTest {
                  "usage":{"input_tokens":7,"input_tokens_details":{"cached_tokens":3},"output_tokens":4,"total_tokens":11}}""";
         var llm = read("/v1/responses", "{\"model\":\"gpt-5-mini\",\"input\":\"hi\"}", "application/json", response);
         assertEquals(new LlmProxy.Llm("gpt-5-mini", false, "Hi there.", "Simple.", "note({\"x\":1})", 7L, 4L, 3L,
-                "completed"), llm);
+                "completed", null, null), llm);
     }
 
     // --- Anthropic Messages ---
@@ -223,7 +223,7 @@ class ConversationTest {
         var llm = read("/v1/messages", "{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":1024,\"stream\":true}", SSE,
                 ANTHROPIC_STREAM);
         assertEquals(new LlmProxy.Llm("claude-sonnet-4-5", true, "Let me check.", "The user wants the weather.",
-                "get_weather({\"location\": \"San Francisco\"})", 472L, 89L, 100L, "tool_use"), llm);
+                "get_weather({\"location\": \"San Francisco\"})", 472L, 89L, 100L, "tool_use", null, null), llm);
     }
 
     @Test
@@ -245,7 +245,7 @@ class ConversationTest {
                  "usage":{"input_tokens":20,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":30}}""";
         var llm = read("/v1/messages", "{\"model\":\"claude-haiku-4-5\"}", "application/json", response);
         assertEquals(new LlmProxy.Llm("claude-haiku-4-5", false, "Sure.", null, "search({\"q\":\"jdk\",\"n\":3})", 20L,
-                30L, 0L, "tool_use"), llm);
+                30L, 0L, "tool_use", null, 0L), llm);
     }
 
     // --- Ollama ---
@@ -259,7 +259,7 @@ class ConversationTest {
                 {"model":"qwen3:8b","created_at":"2026-11-27T14:00:01Z","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","total_duration":1,"prompt_eval_count":26,"eval_count":290}
                 """;
         var llm = read("/api/chat", "{\"model\":\"qwen3:8b\",\"messages\":[]}", "application/x-ndjson", stream);
-        assertEquals(new LlmProxy.Llm("qwen3:8b", true, "Hi!", "Hmm.", "wave({\"times\":2})", 26L, 290L, null, "stop"), llm);
+        assertEquals(new LlmProxy.Llm("qwen3:8b", true, "Hi!", "Hmm.", "wave({\"times\":2})", 26L, 290L, null, "stop", null, null), llm);
     }
 
     @Test
@@ -268,7 +268,7 @@ class ConversationTest {
                 {"model":"llama3.2","created_at":"2026-11-27T14:00:00Z","response":"The sky is blue.","done":true,"done_reason":"stop","prompt_eval_count":10,"eval_count":6}""";
         var llm = read("/api/generate", "{\"model\":\"llama3.2\",\"prompt\":\"Why?\",\"stream\":false}", "application/json",
                 response);
-        assertEquals(new LlmProxy.Llm("llama3.2", false, "The sky is blue.", null, null, 10L, 6L, null, "stop"), llm);
+        assertEquals(new LlmProxy.Llm("llama3.2", false, "The sky is blue.", null, null, 10L, 6L, null, "stop", null, null), llm);
     }
 
     // --- Gemini ---
@@ -286,8 +286,9 @@ class ConversationTest {
     void assemblesAGeminiSseStream() {
         var llm = read("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", "{\"contents\":[]}", SSE,
                 GEMINI_STREAM);
-        assertEquals(new LlmProxy.Llm("gemini-2.5-flash", true, "Two plus two is four.", "Planning.", null, 9L, 5L, 2L,
-                "STOP"), llm);
+        // Gemini counts thinking apart from the answer (candidates 5, thoughts 20); both are billed output.
+        assertEquals(new LlmProxy.Llm("gemini-2.5-flash", true, "Two plus two is four.", "Planning.", null, 9L, 25L, 2L,
+                "STOP", 20L, null), llm);
     }
 
     @Test
@@ -296,13 +297,180 @@ class ConversationTest {
                 {"candidates": [{"content": {"parts": [{"functionCall": {"name": "add", "args": {"a": 2, "b": 2}}}],"role": "model"},"finishReason": "STOP"}],
                  "usageMetadata": {"promptTokenCount": 12,"candidatesTokenCount": 3},"modelVersion": "gemini-2.5-pro"}""";
         var llm = read("/v1beta/models/gemini-2.5-pro:generateContent", "{}", "application/json", one);
-        assertEquals(new LlmProxy.Llm("gemini-2.5-pro", false, null, null, "add({\"a\":2,\"b\":2})", 12L, 3L, null, "STOP"),
+        assertEquals(new LlmProxy.Llm("gemini-2.5-pro", false, null, null, "add({\"a\":2,\"b\":2})", 12L, 3L, null, "STOP", null, null),
                 llm);
         String array = "[" + GEMINI_STREAM.lines().filter(l -> l.startsWith("data: ")).map(l -> l.substring(6))
                 .reduce((a, b) -> a + ",\n" + b).orElseThrow() + "]";
         var streamed = read("/v1beta/models/gemini-2.5-flash:streamGenerateContent", "{}", "application/json", array);
         assertEquals("Two plus two is four.", streamed.text());
         assertEquals(true, streamed.stream());
+    }
+
+    @Test
+    void readsAGeminiArrayStreamCutShortElementByElement() {
+        String array = "[" + GEMINI_STREAM.lines().filter(l -> l.startsWith("data: ")).map(l -> l.substring(6))
+                .reduce((a, b) -> a + ",\n" + b).orElseThrow() + "]";
+        String cut = array.substring(0, array.indexOf(" is four.")); // inside the third element
+        var llm = read("/v1beta/models/gemini-2.5-flash:streamGenerateContent", "{}", "application/json", cut);
+        assertEquals("Two plus two", llm.text());
+        assertEquals("Planning.", llm.reasoning());
+        assertEquals(true, llm.stream());
+    }
+
+    // --- fixes found by review ---
+
+    @Test
+    void readsAnthropicCacheWritesAndReads() {
+        String stream = ANTHROPIC_STREAM.replace("\"cache_read_input_tokens\":100",
+                "\"cache_creation_input_tokens\":1200,\"cache_read_input_tokens\":100");
+        var llm = read("/v1/messages", "{\"model\":\"claude-sonnet-4-5\"}", SSE, stream);
+        assertEquals(1200L, llm.cacheWriteTokens());
+        assertEquals(100L, llm.cachedTokens());
+        assertEquals(472L, llm.inputTokens(), "Anthropic's input_tokens leaves the cached ones out, as sent");
+    }
+
+    @Test
+    void namesAnthropicServerAndMcpToolCalls() {
+        String stream = """
+                event: message_start
+                data: {"type":"message_start","message":{"id":"msg_3","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"usage":{"input_tokens":10,"output_tokens":1}}}
+
+                event: content_block_start
+                data: {"type":"content_block_start","index":0,"content_block":{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{}}}
+
+                event: content_block_delta
+                data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\\"query\\": \\"jdk 25\\"}"}}
+
+                event: content_block_start
+                data: {"type":"content_block_start","index":1,"content_block":{"type":"mcp_tool_use","id":"mcptoolu_1","name":"list_issues","server_name":"github","input":{}}}
+
+                event: content_block_delta
+                data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{}"}}
+
+                """;
+        assertEquals("web_search({\"query\": \"jdk 25\"})\nlist_issues({})", read("/v1/messages", "", SSE, stream).toolCalls());
+        String whole = """
+                {"type":"message","model":"claude-sonnet-4-5","content":[
+                 {"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{"query":"jdk"}},
+                 {"type":"mcp_tool_use","id":"mcptoolu_1","name":"list_issues","server_name":"github","input":{}}],
+                 "stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}""";
+        assertEquals("web_search({\"query\":\"jdk\"})\nlist_issues({})",
+                read("/v1/messages", "", "application/json", whole).toolCalls());
+    }
+
+    @Test
+    void readsResponsesCustomToolCallsLikeFunctionCalls() {
+        String stream = """
+                event: response.output_item.added
+                data: {"type":"response.output_item.added","output_index":0,"item":{"id":"ctc_1","type":"custom_tool_call","status":"in_progress","call_id":"call_1","input":"","name":"shell"}}
+
+                event: response.custom_tool_call_input.delta
+                data: {"type":"response.custom_tool_call_input.delta","output_index":0,"item_id":"ctc_1","delta":"ls -la"}
+
+                event: response.custom_tool_call_input.delta
+                data: {"type":"response.custom_tool_call_input.delta","output_index":0,"item_id":"ctc_1","delta":" src"}
+
+                event: response.custom_tool_call_input.done
+                data: {"type":"response.custom_tool_call_input.done","output_index":0,"item_id":"ctc_1","input":"ls -la src"}
+
+                event: response.output_item.added
+                data: {"type":"response.output_item.added","output_index":1,"item":{"id":"ctc_2","type":"custom_tool_call","call_id":"call_2","input":"","name":"apply_patch"}}
+
+                event: response.custom_tool_call_input.done
+                data: {"type":"response.custom_tool_call_input.done","output_index":1,"item_id":"ctc_2","input":"*** Begin Patch"}
+
+                """;
+        assertEquals("shell(ls -la src)\napply_patch(*** Begin Patch)", read("/v1/responses", "", SSE, stream).toolCalls());
+        String whole = """
+                {"id":"resp_3","object":"response","status":"completed","model":"gpt-5-codex",
+                 "output":[{"type":"custom_tool_call","call_id":"call_1","name":"shell","input":"pwd"}]}""";
+        assertEquals("shell(pwd)", read("/v1/responses", "", "application/json", whole).toolCalls());
+    }
+
+    @Test
+    void marksAnOpenAiRefusalInTheTextAndTheStopReason() {
+        String stream = """
+                data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":null,"refusal":""},"finish_reason":null}]}
+
+                data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"refusal":"I can't help"},"finish_reason":null}]}
+
+                data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"refusal":" with that."},"finish_reason":null}]}
+
+                data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+
+                data: [DONE]
+
+                """;
+        var streamed = read("/v1/chat/completions", "", SSE, stream);
+        assertEquals("[refusal] I can't help with that.", streamed.text());
+        assertEquals("refusal", streamed.stopReason());
+        String whole = """
+                {"object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,
+                 "refusal":"I can't help with that."},"finish_reason":"stop"}]}""";
+        assertEquals("[refusal] I can't help with that.", read("/v1/chat/completions", "", "application/json", whole).text());
+        String responses = """
+                {"id":"resp_4","object":"response","status":"completed","model":"gpt-5",
+                 "output":[{"type":"message","role":"assistant","content":[{"type":"refusal","refusal":"No."}]}]}""";
+        var fromResponses = read("/v1/responses", "", "application/json", responses);
+        assertEquals("[refusal] No.", fromResponses.text());
+        assertEquals("refusal", fromResponses.stopReason());
+        String responsesStream = """
+                event: response.refusal.delta
+                data: {"type":"response.refusal.delta","output_index":0,"content_index":0,"delta":"No."}
+
+                event: response.completed
+                data: {"type":"response.completed","response":{"id":"resp_5","object":"response","status":"completed","model":"gpt-5"}}
+
+                """;
+        var streamedResponses = read("/v1/responses", "", SSE, responsesStream);
+        assertEquals("[refusal] No.", streamedResponses.text());
+        assertEquals("refusal", streamedResponses.stopReason());
+    }
+
+    @Test
+    void keepsTheFirstChoiceAloneWhenAStreamHasSeveral() {
+        String stream = """
+                data: {"object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":"Red"},"finish_reason":null}]}
+
+                data: {"object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":1,"delta":{"content":"Blue"},"finish_reason":null}]}
+
+                data: {"object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":" apple"},"finish_reason":null}]}
+
+                data: {"object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":1,"delta":{"content":" sky"},"finish_reason":"length"}]}
+
+                data: {"object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+
+                """;
+        var llm = read("/v1/chat/completions", "{\"n\": 2}", SSE, stream);
+        assertEquals("Red apple", llm.text());
+        assertEquals("stop", llm.stopReason());
+    }
+
+    @Test
+    void readsTheCodeOfAResponsesErrorEvent() {
+        String stream = """
+                event: response.output_text.delta
+                data: {"type":"response.output_text.delta","output_index":0,"delta":"Part"}
+
+                event: error
+                data: {"type":"error","code":"rate_limit_exceeded","message":"Slow down.","param":null}
+
+                event: response.failed
+                data: {"type":"response.failed","response":{"id":"resp_6","object":"response","status":"failed","model":"gpt-5","error":null}}
+
+                """;
+        var llm = read("/v1/responses", "", SSE, stream);
+        assertEquals("error: rate_limit_exceeded: Slow down.", llm.stopReason());
+        assertEquals("Part", llm.text());
+    }
+
+    @Test
+    void choosesTheFormatFromTheUpstreamUrlAndReadsSseSentWithAnotherContentType() {
+        // -t https://api.openai.com/v1/chat/completions with a client that posts to "/".
+        var llm = LlmProxy.Conversation.read("https://api.openai.com/v1/chat/completions/", bytes(CHAT_REQUEST),
+                "text/plain", bytes(CHAT_STREAM));
+        assertEquals("Hello, wörld", llm.text());
+        assertEquals(true, llm.stream());
     }
 
     // --- not LLM calls ---

@@ -27,7 +27,7 @@ class IdleWatchdogTest {
                 public void close() {
                     throw new IllegalStateException("a body whose close throws");
                 }
-            });
+            }).waiting();
             CountDownLatch closed = new CountDownLatch(1);
             watchdog.watch(new InputStream() {
                 @Override
@@ -39,7 +39,7 @@ class IdleWatchdogTest {
                 public void close() {
                     closed.countDown();
                 }
-            });
+            }).waiting();
             // Without the guard, the first exception cancels the schedule and this never closes.
             TestSupport.await(closed, "the second body to be ended");
         }

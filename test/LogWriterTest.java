@@ -46,7 +46,7 @@ class LogWriterTest {
         byte[] req = request.getBytes(StandardCharsets.UTF_8);
         byte[] rsp = response.getBytes(StandardCharsets.UTF_8);
         return new LlmProxy.Record("0000abcd-1", java.time.Instant.parse("2026-11-27T14:05:01Z"), method, url, "/x",
-                "http://up/x", 200, LlmProxy.Record.Outcome.COMPLETE, null, 12, 3, requestHeaders, responseHeaders,
+                "http://up" + java.net.URI.create(url).getRawPath(), 200, LlmProxy.Record.Outcome.COMPLETE, null, 12, 3, requestHeaders, responseHeaders,
                 new LlmProxy.Record.Body(req, req.length, ""), new LlmProxy.Record.Body(rsp, rsp.length, ""));
     }
 

@@ -201,6 +201,27 @@ class ProxyTest {
     }
 
     @Test
+    void readsTheConversationWhenTheTargetIsTheEndpointItself() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.getResponseHeaders().set("Content-Type", "application/json");
+            byte[] body = "{\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{\"content\":\"Hi\"}}]}"
+                    .getBytes(StandardCharsets.UTF_8);
+            exchange.sendResponseHeaders(200, body.length);
+            exchange.getResponseBody().write(body);
+        }); var proxy = proxy(Map.of(), upstream.url() + "/v1/chat/completions", "--log-columns", "url,model,response_text")) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/")))
+                    .POST(HttpRequest.BodyPublishers.ofString("{\"model\":\"gpt-4o\",\"messages\":[]}")).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(200, response.statusCode());
+            assertEquals("/v1/chat/completions/", upstream.next().rawPathAndQuery());
+            proxy.stop();
+            var record = recordsByColumn(proxy.log).getFirst();
+            assertEquals("gpt-4o", record.get("model"));
+            assertEquals("Hi", record.get("response_text"));
+        }
+    }
+
+    @Test
     void masksAKeyInTheTargetUrlOnTheStartLine() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
              var proxy = proxy(Map.of(), upstream.url() + "/v1?key=AIza-target-0123456789abcdef&api-version=1")) {
@@ -710,7 +731,8 @@ class ProxyTest {
             assertEquals(List.of("time", "id", "method", "url", "upstream_url", "status", "outcome", "duration_ms",
                     "ttfb_ms", "request_bytes", "response_bytes", "request_headers", "response_headers", "error",
                     "request_body", "response_body", "model", "stream", "response_text", "reasoning_text", "tool_calls",
-                    "input_tokens", "output_tokens", "cached_tokens", "stop_reason"),
+                    "input_tokens", "output_tokens", "cached_tokens", "stop_reason", "reasoning_tokens",
+                    "cache_write_tokens"),
                     List.copyOf(records.getFirst().keySet()));
             var first = records.stream().filter(r -> r.get("url").contains("/chat")).findFirst().orElseThrow();
             assertTrue(first.get("time").matches("\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z"), first.get("time"));

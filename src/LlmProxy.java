@@ -738,6 +738,7 @@ public final class LlmProxy {
 
         static Proxy start(Config config, Limits limits, PrintStream err) {
             tuneJdkProperties();
+            Threads threads = Threads.fromSystem();
             LogWriter log = LogWriter.open(config, err);
             HttpServer server;
             try {
@@ -766,9 +767,9 @@ public final class LlmProxy {
                     .executor(Runnable::run)
                     .build();
             IdleWatchdog watchdog = new IdleWatchdog(config.timeout());
-            ExecutorService handlers = Executors.newVirtualThreadPerTaskExecutor();
+            ExecutorService handlers = Executors.newThreadPerTaskExecutor(threads.factory("llmproxy-exchange-"));
             Forwarder forwarder = new Forwarder(config, limits.maxExchanges(), client, watchdog, log, Access.of(config),
-                    new Secrets(!config.logSecrets(), config.addHeaders()));
+                    new Secrets(!config.logSecrets(), config.addHeaders()), threads.factory("llmproxy-upload-"));
             server.createContext("/", forwarder::handle);
             server.setExecutor(handlers);
             server.start();
@@ -776,7 +777,7 @@ public final class LlmProxy {
             InetAddress host = config.host();
             err.println("llmproxy " + VERSION + " listening on http://" + hostPort(host, proxy.port())
                     + " -> " + Secrets.maskQuery(config.target().toString()) + ", logging to " + config.logFile().toAbsolutePath()
-                    + ", up to " + limits.maxExchanges() + " exchanges at once");
+                    + ", up to " + limits.maxExchanges() + " exchanges at once on " + threads.describe());
             exposureWarning(host).ifPresent(err::println);
             if (config.allowOrigins().contains("*")) {
                 err.println("llmproxy: WARNING: --allow-origin * lets every web page you visit send requests through"
@@ -853,6 +854,41 @@ public final class LlmProxy {
         static String hostPort(InetAddress host, int port) {
             String address = host.getHostAddress();
             return (address.indexOf(':') >= 0 ? "[" + address + "]" : address) + ":" + port;
+        }
+    }
+
+    /**
+     * Which threads serve exchanges. Virtual threads, except on JDK 21 to 23: there the JDK
+     * server's streams block inside synchronized methods, where a virtual thread pins its
+     * carrier, so as many stalled clients as cores would freeze every other stream (JEP 491
+     * ends that in JDK 24). -Dllmproxy.threads=virtual or platform chooses.
+     */
+    record Threads(boolean virtual, String reason) {
+        static Threads fromSystem() {
+            return choose(Runtime.version().feature(), System.getProperty("llmproxy.threads"));
+        }
+
+        static Threads choose(int jdkFeature, String property) {
+            if (property != null) {
+                return switch (property) {
+                    case "virtual" -> new Threads(true, "-Dllmproxy.threads=virtual");
+                    case "platform" -> new Threads(false, "-Dllmproxy.threads=platform");
+                    default -> throw new StartupException("-Dllmproxy.threads must be virtual or platform, got '"
+                            + property + "'");
+                };
+            }
+            return jdkFeature >= 24 ? new Threads(true, "JDK " + jdkFeature)
+                    : new Threads(false, "JDK " + jdkFeature + ": its virtual threads pin in the JDK server's locks");
+        }
+
+        /** New threads named prefix + a counter; platform ones are daemons with a modest stack. */
+        java.util.concurrent.ThreadFactory factory(String prefix) {
+            return virtual ? Thread.ofVirtual().name(prefix, 0).factory()
+                    : Thread.ofPlatform().name(prefix, 0).daemon(true).stackSize(512 * 1024).factory();
+        }
+
+        String describe() {
+            return (virtual ? "virtual" : "platform") + " threads (" + reason + ")";
         }
     }
 
@@ -1163,6 +1199,8 @@ public final class LlmProxy {
         private final LogWriter log;
         private final Access access;
         private final Secrets secrets;
+        /** Threads that stream request bodies upstream: of the same kind as the exchanges'. */
+        private final java.util.concurrent.ThreadFactory uploads;
         final AtomicInteger inFlight = new AtomicInteger();
         /** Record ids: a random prefix per run, then a counter, e.g. 3f9a2c1e-42. */
         private final String idPrefix = String.format("%08x-", ThreadLocalRandom.current().nextInt());
@@ -1170,7 +1208,7 @@ public final class LlmProxy {
         volatile boolean closing;
 
         Forwarder(Config config, int maxExchanges, HttpClient client, IdleWatchdog watchdog, LogWriter log,
-                  Access access, Secrets secrets) {
+                  Access access, Secrets secrets, java.util.concurrent.ThreadFactory uploads) {
             this.config = config;
             this.requestDropped = HeaderRules.requestDropped(config.addHeaders());
             this.maxExchanges = maxExchanges;
@@ -1179,6 +1217,7 @@ public final class LlmProxy {
             this.log = log;
             this.access = access;
             this.secrets = secrets;
+            this.uploads = uploads;
         }
 
         /** How the client's response ends. */
@@ -1201,7 +1240,7 @@ public final class LlmProxy {
             String requestEncoding = headers.getFirst("Content-Encoding");
             record.requestEncoding = requestEncoding == null ? "" : requestEncoding;
             IdleWatchdog.ClientWait client = watchdog.clientWait();
-            RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody, watchdog, client);
+            RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody, watchdog, client, uploads);
             Call call = new Call(exchange, record, body, client);
             URI requested = exchange.getRequestURI();
             String refusal = access.refusal(headers.getFirst("Host"), requested.isAbsolute() ? requested : null,
@@ -1720,6 +1759,7 @@ public final class LlmProxy {
         private final Capture capture;
         private final IdleWatchdog watchdog;
         private final IdleWatchdog.ClientWait handlerWait;
+        private final java.util.concurrent.ThreadFactory threads;
         /** Held for each read from the client, so that the pump and a drain never interleave. */
         private final ReentrantLock readLock = new ReentrantLock();
         private volatile Progress progress = Progress.READING;
@@ -1727,11 +1767,13 @@ public final class LlmProxy {
         /** Set once the body is streamed upstream: it cannot be sent a second time. */
         private volatile Pump pump;
 
-        RequestBody(InputStream in, Capture capture, IdleWatchdog watchdog, IdleWatchdog.ClientWait handlerWait) {
+        RequestBody(InputStream in, Capture capture, IdleWatchdog watchdog, IdleWatchdog.ClientWait handlerWait,
+                    java.util.concurrent.ThreadFactory threads) {
             this.in = in;
             this.capture = capture;
             this.watchdog = watchdog;
             this.handlerWait = handlerWait;
+            this.threads = threads;
         }
 
         @Override
@@ -1746,7 +1788,7 @@ public final class LlmProxy {
                 pump = next;
             }
             subscriber.onSubscribe(next);
-            Thread.ofVirtual().name("llmproxy-upload").start(next);
+            threads.newThread(next).start();
         }
 
         /** Reads one chunk into the capture; null at the end of the body or once reading has stopped. */

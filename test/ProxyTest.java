@@ -31,6 +31,8 @@ import java.util.zip.DeflaterOutputStream;
 import java.util.zip.GZIPOutputStream;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.api.io.TempDir;
 
 /** Forwarding, streaming, faults and records, end to end through a real proxy and a fake upstream. */
@@ -897,7 +899,7 @@ class ProxyTest {
         var throwing = new ThrowingClient(new OutOfMemoryError("Java heap space (thrown by the test)"));
         try (var watchdog = new LlmProxy.IdleWatchdog(config.timeout())) {
             var forwarder = new LlmProxy.Forwarder(config, 10, throwing, watchdog, log, LlmProxy.Access.of(config),
-                    new LlmProxy.Secrets(true, List.of()));
+                    new LlmProxy.Secrets(true, List.of()), Thread.ofVirtual().factory());
             var server = com.sun.net.httpserver.HttpServer.create(
                     new java.net.InetSocketAddress(TestSupport.LOOPBACK, 0), 0);
             server.createContext("/", forwarder::handle);
@@ -1031,6 +1033,81 @@ class ProxyTest {
             assertEquals(List.of(List.of("url", "status", "outcome"), List.of("http://localhost/quick", "204", "complete"),
                     List.of("http://localhost/quick", "503", "shutdown"), List.of("http://localhost/held", "200", "complete")),
                     records);
+        }
+    }
+
+    @ParameterizedTest
+    @CsvSource({"21,, false", "22,, false", "23,, false", "24,, true", "25,, true", "21, virtual, true",
+        "25, platform, false"})
+    void servesExchangesOnPlatformThreadsWhereVirtualOnesWouldPin(int jdk, String property, boolean virtual) {
+        assertEquals(virtual, LlmProxy.Threads.choose(jdk, property).virtual());
+    }
+
+    @Test
+    void refusesAnUnknownThreadMode() {
+        var e = assertThrows(LlmProxy.StartupException.class, () -> LlmProxy.Threads.choose(25, "green"));
+        assertTrue(e.getMessage().contains("-Dllmproxy.threads must be virtual or platform"), e.getMessage());
+    }
+
+    @Test
+    void keepsStreamingOnPlatformThreadsWhileTwoClientsStall() throws Exception {
+        int streams = 20;
+        CountDownLatch stalledSenderArrived = new CountDownLatch(1);
+        try (var upstream = TestSupport.Upstream.streaming(exchange -> {
+            switch (exchange.getRequestURI().getPath()) {
+                case "/big" -> { // for the client that never reads: more than any socket buffer holds
+                    exchange.sendResponseHeaders(200, 0);
+                    byte[] chunk = new byte[64 * 1024];
+                    try {
+                        for (int k = 0; k < 1024; k++) {
+                            exchange.getResponseBody().write(chunk);
+                        }
+                    } catch (IOException e) {
+                        // the proxy closed it when the test ended
+                    }
+                }
+                case "/stream" -> {
+                    exchange.getRequestBody().readAllBytes();
+                    exchange.getResponseHeaders().set("Content-Type", "text/event-stream");
+                    exchange.sendResponseHeaders(200, 0);
+                    for (int k = 0; k < 5; k++) {
+                        TestSupport.sendChunk(exchange.getResponseBody(), "data: " + k + "\n\n");
+                    }
+                    exchange.getResponseBody().close();
+                }
+                default -> {
+                    stalledSenderArrived.countDown();
+                    exchange.getRequestBody().readAllBytes();
+                    exchange.sendResponseHeaders(204, -1);
+                }
+            }
+        })) {
+            TestSupport.RunningProxy proxy;
+            System.setProperty("llmproxy.threads", "platform");
+            try {
+                proxy = proxy(upstream);
+            } finally {
+                System.clearProperty("llmproxy.threads");
+            }
+            try (proxy;
+                 var notReading = new TestSupport.RawClient(proxy.port());
+                 var notSending = new TestSupport.RawClient(proxy.port())) {
+                assertTrue(proxy.stderr().contains("on platform threads (-Dllmproxy.threads=platform)"), proxy.stderr());
+                notReading.socket.setReceiveBufferSize(4096);
+                notReading.send("GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n");
+                notSending.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+                TestSupport.await(stalledSenderArrived, "the stalled upload to reach the upstream");
+                var client = client();
+                List<CompletableFuture<HttpResponse<String>>> answers = new ArrayList<>();
+                for (int i = 0; i < streams; i++) {
+                    answers.add(client.sendAsync(HttpRequest.newBuilder(URI.create(proxy.url("/stream")))
+                            .POST(HttpRequest.BodyPublishers.ofString("{}")).build(), HttpResponse.BodyHandlers.ofString()));
+                }
+                for (var answer : answers) {
+                    assertEquals("data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n",
+                            answer.get(20, TimeUnit.SECONDS).body());
+                }
+            }
         }
     }
 

@@ -739,7 +739,8 @@ public final class LlmProxy {
         static Proxy start(Config config, Limits limits, PrintStream err) {
             tuneJdkProperties();
             Threads threads = Threads.fromSystem();
-            LogWriter log = LogWriter.open(config, err);
+            LogMemory memory = LogMemory.fromSystem();
+            LogWriter log = LogWriter.open(config, memory, err);
             HttpServer server;
             try {
                 server = HttpServer.create(new InetSocketAddress(config.host(), config.port()), 1024);
@@ -768,8 +769,9 @@ public final class LlmProxy {
                     .build();
             IdleWatchdog watchdog = new IdleWatchdog(config.timeout());
             ExecutorService handlers = Executors.newThreadPerTaskExecutor(threads.factory("llmproxy-exchange-"));
-            Forwarder forwarder = new Forwarder(config, limits.maxExchanges(), client, watchdog, log, Access.of(config),
-                    new Secrets(!config.logSecrets(), config.addHeaders()), threads.factory("llmproxy-upload-"));
+            Forwarder forwarder = new Forwarder(config, limits.maxExchanges(), memory, client, watchdog, log,
+                    Access.of(config), new Secrets(!config.logSecrets(), config.addHeaders()),
+                    threads.factory("llmproxy-upload-"));
             server.createContext("/", forwarder::handle);
             server.setExecutor(handlers);
             server.start();
@@ -1006,6 +1008,73 @@ public final class LlmProxy {
         }
     }
 
+    /**
+     * Heap that bodies kept for the log may hold at once: the captures of exchanges in flight
+     * and the records waiting for the writer. Captures take from it as they grow and the writer
+     * gives back what each record held once it is written. When it is spent, captures stop
+     * keeping bytes (the client still gets every one) and new exchanges get a 503, so that no
+     * burst of large prompts can run the heap out. -Dllmproxy.logMemory=SIZE sets it.
+     */
+    static final class LogMemory {
+        /** For a writer or capture on their own (tests, tools): counts, never refuses. */
+        static final LogMemory UNLIMITED = new LogMemory(Long.MAX_VALUE);
+
+        private final long limit;
+        private final AtomicLong used = new AtomicLong();
+
+        LogMemory(long limit) {
+            this.limit = limit;
+        }
+
+        /** Two fifths of the heap beyond what the proxy needs to run, unless -Dllmproxy.logMemory says. */
+        static LogMemory fromSystem() {
+            String property = System.getProperty("llmproxy.logMemory");
+            if (property != null) {
+                try {
+                    return new LogMemory(Cli.parseSize("-Dllmproxy.logMemory", property));
+                } catch (UsageException e) {
+                    throw new StartupException(e.getMessage());
+                }
+            }
+            long heap = Math.max(0, Runtime.getRuntime().maxMemory() - Limits.BASE_HEAP);
+            return new LogMemory(Math.max(4L << 20, heap * 2 / 5));
+        }
+
+        /** Takes {@code bytes} if they fit; false, taking nothing, if they do not. */
+        boolean take(long bytes) {
+            if (limit == Long.MAX_VALUE) {
+                used.addAndGet(bytes);
+                return true;
+            }
+            while (true) {
+                long now = used.get();
+                if (now + bytes > limit || now + bytes < 0) {
+                    return false;
+                }
+                if (used.compareAndSet(now, now + bytes)) {
+                    return true;
+                }
+            }
+        }
+
+        void give(long bytes) {
+            used.addAndGet(-bytes);
+        }
+
+        /** True when a new exchange must wait: bodies already hold all of it. */
+        boolean spent() {
+            return used.get() >= limit;
+        }
+
+        long used() {
+            return used.get();
+        }
+
+        long limit() {
+            return limit;
+        }
+    }
+
     // --- access ---
 
     /**
@@ -1194,6 +1263,7 @@ public final class LlmProxy {
         /** Client headers never forwarded as they are: computed once, not per request. */
         private final Set<String> requestDropped;
         private final int maxExchanges;
+        private final LogMemory memory;
         private final HttpClient client;
         private final IdleWatchdog watchdog;
         private final LogWriter log;
@@ -1207,11 +1277,12 @@ public final class LlmProxy {
         private final AtomicLong ids = new AtomicLong();
         volatile boolean closing;
 
-        Forwarder(Config config, int maxExchanges, HttpClient client, IdleWatchdog watchdog, LogWriter log,
-                  Access access, Secrets secrets, java.util.concurrent.ThreadFactory uploads) {
+        Forwarder(Config config, int maxExchanges, LogMemory memory, HttpClient client, IdleWatchdog watchdog,
+                  LogWriter log, Access access, Secrets secrets, java.util.concurrent.ThreadFactory uploads) {
             this.config = config;
             this.requestDropped = HeaderRules.requestDropped(config.addHeaders());
             this.maxExchanges = maxExchanges;
+            this.memory = memory;
             this.client = client;
             this.watchdog = watchdog;
             this.log = log;
@@ -1233,7 +1304,7 @@ public final class LlmProxy {
 
         void handle(HttpExchange exchange) {
             Record.Builder record = new Record.Builder(idPrefix + ids.incrementAndGet(), exchange.getRequestMethod(),
-                    clientUrl(exchange), exchange.getRequestURI(), config.logMaxBody(), () -> closing);
+                    clientUrl(exchange), exchange.getRequestURI(), config.logMaxBody(), memory, () -> closing);
             var headers = exchange.getRequestHeaders();
             record.requestHeaders = headers;
             record.responseHeaders = exchange.getResponseHeaders();
@@ -1281,7 +1352,14 @@ public final class LlmProxy {
                             "llmproxy is shutting down and takes no new requests");
                 } else if (inFlight.incrementAndGet() > maxExchanges) {
                     inFlight.decrementAndGet(); // a refused request holds no slot while it drains
-                    ending = refuse(call);
+                    ending = refuse(call, "llmproxy is at its limit of " + maxExchanges + " exchanges at once; retry"
+                            + " shortly (the limit follows the heap size, -Xmx, or -Dllmproxy.maxExchanges)");
+                } else if (memory.spent() || !record.requestBody.takeAhead(
+                        HeaderRules.requestBodyLength(call.exchange().getRequestHeaders()))) {
+                    inFlight.decrementAndGet();
+                    ending = refuse(call, "llmproxy's memory for log bodies is full (" + (memory.used() >> 20) + " of "
+                            + (memory.limit() >> 20) + " MB, held by exchanges in flight and records being written);"
+                            + " retry shortly (-Xmx, or -Dllmproxy.logMemory)");
                 } else {
                     counted = true;
                     ending = forward(call);
@@ -1306,14 +1384,12 @@ public final class LlmProxy {
             return ending;
         }
 
-        /** Answers 503 when the proxy is at its limit. */
-        private Ending refuse(Call call) {
+        /** Answers 503 when the proxy is at one of its limits. */
+        private Ending refuse(Call call, String why) {
             call.body().drainForLog(RequestBody.SMALL);
             call.exchange().getResponseHeaders().set("Retry-After", "1");
             call.exchange().getResponseHeaders().set("Connection", "close"); // an idle keep-alive slot is what we lack
-            return answerError(call, 503, "llmproxy_overloaded", Record.Outcome.REJECTED,
-                    "llmproxy is at its limit of " + maxExchanges + " exchanges at once; retry shortly"
-                            + " (the limit follows the heap size, -Xmx, or -Dllmproxy.maxExchanges)");
+            return answerError(call, 503, "llmproxy_overloaded", Record.Outcome.REJECTED, why);
         }
 
         /** Runs the exchange; says how the client's response must end. */
@@ -2228,34 +2304,77 @@ public final class LlmProxy {
     /** The bounded copy of a body that the log keeps; the client always gets every byte. */
     static final class Capture {
         private final int limit;
+        private final LogMemory memory;
         private byte[] bytes = new byte[0];
         private int size;
         private long total;
+        private long taken; // from memory: the array's length, or more when taken ahead
+        private boolean starved; // memory was spent: nothing more is kept, or the body would have a hole
         private String partial;
 
         Capture(long limit) {
+            this(limit, LogMemory.UNLIMITED);
+        }
+
+        Capture(long limit, LogMemory memory) {
             this.limit = (int) Math.min(limit, Integer.MAX_VALUE - 64);
+            this.memory = memory;
+        }
+
+        /** Takes memory for the first {@code expected} bytes ahead (a declared length); false if it is not there. */
+        synchronized boolean takeAhead(long expected) {
+            long want = Math.min(expected, limit) - taken;
+            if (want <= 0) {
+                return true;
+            }
+            if (!memory.take(want)) {
+                return false;
+            }
+            taken += want;
+            return true;
         }
 
         synchronized void write(byte[] source, int offset, int length) {
             total += length;
-            int kept = Math.min(length, limit - size);
+            int kept = starved ? 0 : Math.min(length, limit - size);
             if (kept <= 0) {
                 return;
             }
             if (size + kept > bytes.length) {
-                bytes = Arrays.copyOf(bytes, (int) Math.min(limit, Math.max(size + kept, Math.max(256L, 2L * bytes.length))));
+                int grown = (int) Math.min(limit, Math.max(size + kept, Math.max(256L, 2L * bytes.length)));
+                if (!grow(grown) && !grow(size + kept)) {
+                    starved = true;
+                    partial("llmproxy's memory for log bodies was full: only the first " + size + " bytes were kept"
+                            + " (-Dllmproxy.logMemory)");
+                    return;
+                }
+                bytes = Arrays.copyOf(bytes, grown > taken ? size + kept : grown);
             }
             System.arraycopy(source, offset, bytes, size, kept);
             size += kept;
+        }
+
+        private boolean grow(int length) {
+            if (length <= taken) {
+                return true;
+            }
+            if (!memory.take(length - taken)) {
+                return false;
+            }
+            taken = length;
+            return true;
         }
 
         synchronized boolean isFull() {
             return size >= limit;
         }
 
+        /** The bytes kept, trimmed; memory taken beyond them is given back, the rest the writer gives back. */
         synchronized byte[] bytes() {
-            return Arrays.copyOf(bytes, size);
+            byte[] kept = size == bytes.length ? bytes : Arrays.copyOf(bytes, size);
+            memory.give(taken - size);
+            taken = size;
+            return kept;
         }
 
         /** Bytes seen, including those beyond the limit. */
@@ -2301,6 +2420,19 @@ public final class LlmProxy {
             }
         }
 
+        /** Heap the record's bodies hold, taken from the log's memory until it is written. */
+        long heldBytes() {
+            return (long) request.captured().length + response.captured().length;
+        }
+
+        /** The same record without its headers and bodies (their sizes kept), and why in its error. */
+        Record withoutBodies(String why) {
+            return new Record(id, start, method, url, path, upstreamUrl, status, outcome,
+                    error == null ? why : error + "; " + why, durationMillis, ttfbMillis, Map.of(), Map.of(),
+                    new Body(new byte[0], request.total(), "", "left out of the log"),
+                    new Body(new byte[0], response.total(), "", "left out of the log"));
+        }
+
         /** One line for stderr: id, method, path (query hidden: it may hold a key), status, duration, bytes, outcome. */
         String summary() {
             return id + " " + method + " " + path + " " + (status == 0 ? "-" : String.valueOf(status)) + " "
@@ -2329,14 +2461,15 @@ public final class LlmProxy {
             private Outcome outcome = Outcome.COMPLETE;
             private String error;
 
-            Builder(String id, String method, String url, URI requested, long maxBody, BooleanSupplier shuttingDown) {
+            Builder(String id, String method, String url, URI requested, long maxBody, LogMemory memory,
+                    BooleanSupplier shuttingDown) {
                 this.id = id;
                 this.shuttingDown = shuttingDown;
                 this.method = method;
                 this.url = url;
                 this.path = requested.getRawPath() + (requested.getRawQuery() == null ? "" : "?…");
-                requestBody = new Capture(maxBody);
-                responseBody = new Capture(maxBody);
+                requestBody = new Capture(maxBody, memory);
+                responseBody = new Capture(maxBody, memory);
             }
 
             /** Notes that the response's first bytes (its status line and headers) are on their way. */
@@ -2620,9 +2753,12 @@ public final class LlmProxy {
         private static final boolean DISCARD = "off".equals(System.getProperty("llmproxy.log"));
         /** Longest time a record waits in memory before it is written to the file. */
         private static final long FLUSH_NANOS = TimeUnit.MILLISECONDS.toNanos(100);
+        /** Characters of formatted records held before they are written, however young. */
+        private static final int PENDING_LIMIT = 1 << 20;
         private static final Record POISON = new Record("", Instant.EPOCH, "", "", "", "", 0, Record.Outcome.COMPLETE,
                 null, 0, -1, Map.of(), Map.of(), new Record.Body(new byte[0], 0, ""), new Record.Body(new byte[0], 0, ""));
 
+        private final LogMemory memory;
         private final Path file;
         private final List<Column> columns;
         private final boolean jsonl;
@@ -2647,7 +2783,8 @@ public final class LlmProxy {
         private boolean rotateFailing;
         private volatile boolean closed;
 
-        private LogWriter(Config config, OutputStream out, long size, PrintStream err) {
+        private LogWriter(Config config, LogMemory memory, OutputStream out, long size, PrintStream err) {
+            this.memory = memory;
             this.file = config.logFile();
             this.columns = config.logColumns();
             this.jsonl = config.logFormat() == LogFormat.JSONL;
@@ -2670,8 +2807,15 @@ public final class LlmProxy {
             return String.join(",", columns.stream().map(Column::header).toList());
         }
 
-        /** Opens the log for appending; a new or empty file gets the header row, one with another is refused. */
         static LogWriter open(Config config, PrintStream err) {
+            return open(config, LogMemory.UNLIMITED, err);
+        }
+
+        /**
+         * Opens the log for appending; a new or empty file gets the header row, one with another
+         * is refused. The writer gives back to {@code memory} what each record held once written.
+         */
+        static LogWriter open(Config config, LogMemory memory, PrintStream err) {
             Path file = config.logFile();
             boolean jsonl = config.logFormat() == LogFormat.JSONL;
             String header = headerRow(config.logColumns());
@@ -2687,7 +2831,7 @@ public final class LlmProxy {
                 if (first == null && !jsonl) {
                     out.write((header + "\r\n").getBytes(StandardCharsets.UTF_8));
                 }
-                return new LogWriter(config, out, Files.size(file), err);
+                return new LogWriter(config, memory, out, Files.size(file), err);
             } catch (AccessDeniedException e) {
                 throw new StartupException("cannot write log file " + file + ": permission denied");
             } catch (NoSuchFileException e) {
@@ -2739,42 +2883,76 @@ public final class LlmProxy {
             if (closed) {
                 err.println("llmproxy: log closed, record not written: " + record.method() + " " + record.url());
                 lost.incrementAndGet();
+                memory.give(record.heldBytes());
                 return;
             }
             queue.add(record);
         }
 
-        /** Takes records as they come and writes them at most every {@link #FLUSH_NANOS}, many per system call. */
+        /**
+         * Takes records as they come and writes them at most every {@link #FLUSH_NANOS}, many per
+         * system call, or sooner when large ones pile up. Nothing thrown ends this thread: only
+         * close() does, after the queue is drained.
+         */
         private void run() {
             long flushDue = Long.MAX_VALUE; // when the oldest record in memory must be on disk
             while (true) {
-                Record record;
                 try {
-                    long wait = flushDue == Long.MAX_VALUE ? Long.MAX_VALUE : flushDue - System.nanoTime();
-                    record = wait == Long.MAX_VALUE ? queue.take() : queue.poll(wait, TimeUnit.NANOSECONDS);
-                } catch (InterruptedException e) {
-                    continue; // only close() ends the writer, after the queue is drained
-                }
-                if (record == POISON) {
-                    flush();
-                    return;
-                }
-                if (record != null) {
+                    Record record;
                     try {
-                        format(record);
-                    } catch (RuntimeException | OutOfMemoryError e) {
-                        // One record that cannot be formatted (or a heap full for a moment) must
-                        // not end the thread that writes all the others.
-                        lost.incrementAndGet();
-                        err.println("llmproxy: cannot format record " + record.id() + ": " + e);
+                        long wait = flushDue == Long.MAX_VALUE ? Long.MAX_VALUE : flushDue - System.nanoTime();
+                        record = wait == Long.MAX_VALUE ? queue.take() : queue.poll(wait, TimeUnit.NANOSECONDS);
+                    } catch (InterruptedException e) {
+                        continue;
                     }
-                    if (flushDue == Long.MAX_VALUE) {
-                        flushDue = System.nanoTime() + FLUSH_NANOS;
+                    if (record == POISON) {
+                        flush();
+                        return;
                     }
-                }
-                if (System.nanoTime() - flushDue >= 0) {
-                    flush();
+                    if (record != null) {
+                        try {
+                            formatOrSalvage(record);
+                        } finally {
+                            memory.give(record.heldBytes()); // its text is in pending now, or lost
+                        }
+                        if (flushDue == Long.MAX_VALUE) {
+                            flushDue = System.nanoTime() + FLUSH_NANOS;
+                        }
+                    }
+                    if (System.nanoTime() - flushDue >= 0 || pending.length() > PENDING_LIMIT) {
+                        flush();
+                        flushDue = Long.MAX_VALUE;
+                    }
+                } catch (RuntimeException | Error e) {
+                    // A heap full for a moment, say: the records in memory are lost, the writer is not.
+                    lost.addAndGet(pendingRecords);
+                    pending.setLength(0);
+                    pendingRecords = 0;
                     flushDue = Long.MAX_VALUE;
+                    err.println("llmproxy: the log writer failed (" + e + "); records in memory were lost, writing goes on");
+                }
+            }
+        }
+
+        /**
+         * Formats a record; one that cannot be formatted (a heap full for a moment, a body that
+         * breaks a reader) is still written with its metadata, its bodies left out, and why.
+         */
+        private void formatOrSalvage(Record record) {
+            int mark = pending.length();
+            int summaryMark = summaries.length();
+            try {
+                format(record);
+            } catch (RuntimeException | OutOfMemoryError e) {
+                pending.setLength(mark); // no half row
+                summaries.setLength(summaryMark);
+                try {
+                    format(record.withoutBodies("llmproxy could not format this record: " + e));
+                } catch (RuntimeException | OutOfMemoryError again) {
+                    pending.setLength(mark);
+                    summaries.setLength(summaryMark);
+                    lost.incrementAndGet();
+                    err.println("llmproxy: cannot format record " + record.id() + ": " + again);
                 }
             }
         }
@@ -2968,6 +3146,9 @@ public final class LlmProxy {
          * text becomes "[binary N bytes]"; one the log could not decode says so in the same way.
          */
         static String of(Record.Body body, long maxBody) {
+            if (body.partial() != null && body.captured().length == 0) {
+                return body.total() == 0 ? "" : "[" + body.partial() + ": " + body.total() + " bytes]";
+            }
             String text = of(body.captured(), body.total(), body.encoding(), maxBody);
             return body.partial() == null ? text : text + "…[partial: " + body.partial() + "]";
         }

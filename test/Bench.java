@@ -113,6 +113,7 @@ public final class Bench {
             }
             if (wanted("overload") && (!quick || !only.isEmpty())) {
                 overload(10000);
+                bigPrompts(200, 4);
             }
             if (wanted("startup")) {
                 startup(quick ? 3 : 5);
@@ -284,6 +285,59 @@ public final class Bench {
                 s.completed + " / " + s.rejected + " / " + s.failed,
                 (alive ? "survived" : "DIED") + "; " + records + " records for " + (s.completed + s.rejected + s.incomplete)
                         + " exchanges");
+    }
+
+    /** A burst of n exchanges, each with a prompt of mb megabytes, against a proxy held to -Xmx128m. */
+    private void bigPrompts(int n, int mb) throws Exception {
+        progress(n + " exchanges with " + mb + " MB prompts against -Xmx128m");
+        StringBuilder json = new StringBuilder("{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"");
+        while (json.length() < (mb << 20) - 4) {
+            json.append("All work and no play makes Jack a dull boy. ");
+        }
+        byte[] body = json.append("\"}]}").toString().getBytes(StandardCharsets.UTF_8);
+        byte[] head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + "Content-Length: " + body.length + "\r\n\r\n").getBytes(StandardCharsets.UTF_8);
+        AtomicInteger ok = new AtomicInteger();
+        AtomicInteger refused = new AtomicInteger();
+        AtomicInteger failed = new AtomicInteger();
+        Path log;
+        boolean alive;
+        long peakRssMb;
+        try (Jvm proxy = startProxy(List.of("-Xmx128m"))) {
+            log = proxy.log;
+            try (var pool = Executors.newVirtualThreadPerTaskExecutor()) {
+                for (int i = 0; i < n; i++) {
+                    pool.submit(() -> {
+                        try (Conn c = new Conn(proxy.port)) {
+                            c.send(head);
+                            c.send(body);
+                            c.readHead();
+                            c.readBody();
+                            (c.status == 200 ? ok : c.status == 503 ? refused : failed).incrementAndGet();
+                        } catch (IOException e) {
+                            failed.incrementAndGet();
+                        }
+                        return null;
+                    });
+                }
+            } // waits for all: each connection has a 60 s read timeout
+            alive = proxy.process.isAlive();
+            peakRssMb = proxy.peakRssMb();
+            proxy.terminate();
+        }
+        long records = 0;
+        try (InputStream in = new java.io.BufferedInputStream(Files.newInputStream(log))) {
+            for (int b = in.read(), previous = 0; b >= 0; previous = b, b = in.read()) {
+                if (previous == '\r' && b == '\n') {
+                    records++; // the prompts hold no CR: each CRLF ends a row
+                }
+            }
+        }
+        records--; // the header row
+        row("-Xmx128m, " + n + " exchanges with " + mb + " MB prompts: complete / 503 / failed", "",
+                ok + " / " + refused + " / " + failed,
+                (alive ? "survived" : "DIED") + "; " + records + " records for " + n + " exchanges; peak RSS "
+                        + peakRssMb + " MB");
     }
 
     private void startup(int reps) throws Exception {

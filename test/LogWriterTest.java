@@ -13,6 +13,7 @@ import java.nio.file.Path;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import java.nio.file.attribute.PosixFilePermissions;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.zip.Deflater;
@@ -429,5 +430,85 @@ class LogWriterTest {
         assertEquals("0123456789", new String(capture.bytes(), StandardCharsets.UTF_8));
         assertEquals(20, capture.total());
         assertTrue(capture.isFull());
+    }
+
+    @Test
+    void stopsKeepingABodyWhenTheLogMemoryIsSpentAndGivesBackWhatItTook() {
+        var memory = new LlmProxy.LogMemory(1000);
+        var first = new LlmProxy.Capture(10_000, memory);
+        var second = new LlmProxy.Capture(10_000, memory);
+        byte[] data = new byte[600];
+        first.write(data, 0, 600);
+        second.write(data, 0, 600); // 600 more do not fit beside the first 600
+        assertEquals(600, first.bytes().length);
+        assertEquals(0, second.bytes().length);
+        assertEquals(600, second.total(), "the size is still counted");
+        assertTrue(second.partial().startsWith("llmproxy's memory for log bodies was full"), second.partial());
+        second.write(data, 0, 10);
+        assertEquals(0, second.bytes().length, "nothing is kept after a gap");
+        assertEquals(600, memory.used(), "the first holds what it kept until the writer gives it back");
+        var ahead = new LlmProxy.Capture(10_000, memory);
+        assertTrue(ahead.takeAhead(300));
+        assertEquals(900, memory.used());
+        assertTrue(!ahead.takeAhead(500) && memory.used() == 900, "a declared length that does not fit takes nothing");
+        ahead.write(data, 0, 100);
+        assertEquals(100, ahead.bytes().length);
+        assertEquals(700, memory.used(), "what was taken ahead and not used is given back");
+    }
+
+    @Test
+    void writesTheMetadataOfARecordThatCannotBeFormatted() throws IOException {
+        Path file = dir.resolve("salvaged.csv");
+        try (var log = open(file, "--log-columns", "id,method,request_bytes,error,request_body,request_headers")) {
+            var good = record("POST", "fine", "ok");
+            // A header the writer cannot read stands for any formatting failure (a heap full for a moment).
+            var broken = new java.util.HashMap<String, List<String>>();
+            broken.put("X-Broken", null);
+            log.submit(new LlmProxy.Record(good.id(), good.start(), "POST", good.url(), good.path(), good.upstreamUrl(),
+                    200, LlmProxy.Record.Outcome.COMPLETE, null, 1, 1, broken, Map.of(),
+                    new LlmProxy.Record.Body("hello".getBytes(StandardCharsets.UTF_8), 5, ""), good.response()));
+            log.submit(good);
+        }
+        var rows = TestSupport.Csv.parse(Files.readString(file));
+        assertEquals(3, rows.size());
+        assertEquals(List.of("0000abcd-1", "POST", "5"), rows.get(1).subList(0, 3));
+        assertTrue(rows.get(1).get(3).startsWith("llmproxy could not format this record: java.lang.NullPointerException"),
+                rows.get(1).get(3));
+        assertEquals("[left out of the log: 5 bytes]", rows.get(1).get(4));
+        assertEquals("fine", rows.get(2).get(4), "the writer goes on");
+    }
+
+    @Test
+    void survivesRecordsLargerThanItsHeapCanFormat() throws Exception {
+        Path file = dir.resolve("pressed.csv");
+        String javaBin = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        Process process = new ProcessBuilder(javaBin, "-Xmx32m", "-cp",
+                "build/classes" + java.io.File.pathSeparator + "build/test-classes",
+                "LogWriterTest", file.toString(), "12").redirectErrorStream(true).start();
+        // (the class path above is the build's: JUnit's launcher loads the tests in a loader of its own)
+        String output = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(process.waitFor(60, java.util.concurrent.TimeUnit.SECONDS));
+        assertEquals(0, process.exitValue(), output);
+        var rows = TestSupport.Csv.parse(Files.readString(file));
+        assertEquals("after the big one", rows.getLast().get(2), output);
+        boolean salvaged = rows.size() == 3 && rows.get(1).get(3).startsWith("llmproxy could not format this record");
+        boolean counted = rows.size() == 2 && output.contains("1 records could not be written");
+        assertTrue(salvaged || counted, "the big record is written without its bodies, or counted as lost: " + output);
+    }
+
+    /** Writes a record with a body of args[1] MB, then a small one, to the log args[0] (for a small heap). */
+    public static void main(String[] args) {
+        var config = ((LlmProxy.Cli.Command.Run) LlmProxy.Cli.parse(new String[] {"-t", "http://up", "-l", args[0],
+                "--log-columns", "method,request_bytes,request_body,error"}, Map.<String, String>of()::get)).config();
+        try (var log = LlmProxy.LogWriter.open(config, System.err)) {
+            byte[] big = new byte[Integer.parseInt(args[1]) << 20];
+            Arrays.fill(big, (byte) 'x');
+            var small = record("POST", "after the big one", "");
+            log.submit(new LlmProxy.Record("big", small.start(), "POST", small.url(), small.path(), small.upstreamUrl(), 200,
+                    LlmProxy.Record.Outcome.COMPLETE, null, 1, 1, Map.of(), Map.of(),
+                    new LlmProxy.Record.Body(big, big.length, ""), small.response()));
+            big = null;
+            log.submit(small);
+        }
     }
 }

@@ -898,7 +898,7 @@ class ProxyTest {
         var log = LlmProxy.LogWriter.open(config, err);
         var throwing = new ThrowingClient(new OutOfMemoryError("Java heap space (thrown by the test)"));
         try (var watchdog = new LlmProxy.IdleWatchdog(config.timeout())) {
-            var forwarder = new LlmProxy.Forwarder(config, 10, throwing, watchdog, log, LlmProxy.Access.of(config),
+            var forwarder = new LlmProxy.Forwarder(config, 10, LlmProxy.LogMemory.UNLIMITED, throwing, watchdog, log, LlmProxy.Access.of(config),
                     new LlmProxy.Secrets(true, List.of()), Thread.ofVirtual().factory());
             var server = com.sun.net.httpserver.HttpServer.create(
                     new java.net.InetSocketAddress(TestSupport.LOOPBACK, 0), 0);
@@ -1107,6 +1107,35 @@ class ProxyTest {
                     assertEquals("data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n",
                             answer.get(20, TimeUnit.SECONDS).body());
                 }
+            }
+        }
+    }
+
+    @Test
+    void refusesAnExchangeWhoseDeclaredBodyTheLogMemoryCannotHold() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1))) {
+            TestSupport.RunningProxy proxy;
+            System.setProperty("llmproxy.logMemory", "100k");
+            try {
+                proxy = proxy(upstream, "--log-columns", "status,outcome,error");
+            } finally {
+                System.clearProperty("llmproxy.logMemory");
+            }
+            try (proxy) {
+                var big = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/v1/chat/completions")))
+                        .POST(HttpRequest.BodyPublishers.ofString("x".repeat(200_000))).build(),
+                        HttpResponse.BodyHandlers.ofString());
+                assertEquals(503, big.statusCode());
+                assertEquals("1", big.headers().firstValue("Retry-After").orElseThrow());
+                var small = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/v1/chat/completions")))
+                        .POST(HttpRequest.BodyPublishers.ofString("{}")).build(), HttpResponse.BodyHandlers.ofString());
+                assertEquals(204, small.statusCode(), "what the refused one held was given back");
+                proxy.stop();
+                var records = recordsByColumn(proxy.log);
+                assertEquals("rejected", records.get(0).get("outcome"));
+                assertTrue(records.get(0).get("error").startsWith("llmproxy's memory for log bodies is full"),
+                        records.get(0).get("error"));
+                assertEquals("complete", records.get(1).get("outcome"));
             }
         }
     }

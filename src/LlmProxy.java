@@ -257,6 +257,9 @@ public final class LlmProxy {
                                              are never logged
                       --log-max-body SIZE    log at most SIZE bytes of each body, e.g. 512k, 16m;
                                              the client still gets every byte (default: 16m)
+                      --log-base64           log inline base64 payloads (images, audio, files)
+                                             whole; by default each is logged as its type and
+                                             size: [base64 image/png, 1.4 MB]
                       --log-rotate SIZE      when the log exceeds SIZE, rename it with a timestamp
                                              and start a new one, e.g. 100m (default: off)
                       --log-keep N           with --log-rotate, keep the N newest rotated files
@@ -292,6 +295,7 @@ public final class LlmProxy {
             LogFormat format = null;
             boolean secrets = false;
             boolean excelSafe = false;
+            boolean base64 = false;
             Long maxBody = null;
             Long rotate = null;
             Integer keep = null;
@@ -315,14 +319,14 @@ public final class LlmProxy {
                     case "-V", "--version" -> {
                         return new Command.Version();
                     }
-                    case "--log-secrets", "--log-excel-safe" -> {
+                    case "--log-secrets", "--log-excel-safe", "--log-base64" -> {
                         if (value != null) {
                             throw new UsageException(name + " takes no value");
                         }
-                        if (name.equals("--log-secrets")) {
-                            secrets = true;
-                        } else {
-                            excelSafe = true;
+                        switch (name) {
+                            case "--log-secrets" -> secrets = true;
+                            case "--log-excel-safe" -> excelSafe = true;
+                            default -> base64 = true;
                         }
                         continue;
                     }
@@ -369,6 +373,7 @@ public final class LlmProxy {
                     columns == null ? Column.DEFAULT : columns,
                     secrets,
                     excelSafe,
+                    base64,
                     maxBody == null ? 16L << 20 : maxBody,
                     rotate == null ? 0 : rotate,
                     keep == null ? 0 : keep,
@@ -483,7 +488,7 @@ public final class LlmProxy {
     /** The validated configuration of one proxy. */
     record Config(URI target, InetAddress host, int port, List<AddedHeader> addHeaders, Path logFile,
                   LogFormat logFormat, List<Column> logColumns, boolean logSecrets, boolean logExcelSafe,
-                  long logMaxBody, long logRotate, int logKeep, Duration timeout, List<String> allowHosts,
+                  boolean logBase64, long logMaxBody, long logRotate, int logKeep, Duration timeout, List<String> allowHosts,
                   List<String> allowOrigins) {
         Config {
             if (!target.isAbsolute() || target.getHost() == null) {
@@ -1924,20 +1929,26 @@ public final class LlmProxy {
             }
         }
 
+        /** Most bytes read from a body that goes no further: beyond, the connection is closed instead. */
+        private static final long DRAIN_LIMIT = 64L << 20;
+
         /**
-         * Reads the body into the capture when it goes no further (the request is refused, or the
-         * upstream failed before taking it): the record must still hold the prompt. Reads up to
-         * {@code limit} bytes, all within one --timeout; the record says when the body is partial.
+         * Reads the rest of the body when the request goes no further (it is refused, or the
+         * upstream failed before taking it), all within one --timeout: the record must still hold
+         * the prompt, and a client that sends its whole body before reading hears its answer only
+         * once the body is read (cut off, it would see a reset instead of a 403 or 503). Keeps the
+         * first {@code keep} bytes in the record and counts the rest.
          */
-        void drainForLog(long limit) {
+        void drainForLog(long keep) {
             Pump current = pump;
             if (current != null) {
                 current.cancel();
             }
+            capture.keepAtMost(keep);
             readLock.lock(); // a pump blocked on the client holds it no longer than --timeout
             try {
                 handlerWait.call(() -> {
-                    while (progress == Progress.READING && capture.total() < limit) {
+                    while (progress == Progress.READING && capture.total() < DRAIN_LIMIT) {
                         if (readChunk() == null) {
                             break;
                         }
@@ -1951,7 +1962,7 @@ public final class LlmProxy {
             }
             if (progress == Progress.READING) {
                 progress = Progress.STOPPED;
-                capture.partial("llmproxy read the first " + capture.total() + " bytes; the request went no further");
+                capture.partial("llmproxy stopped reading after " + capture.total() + " bytes; the request went no further");
             }
         }
 
@@ -2304,6 +2315,7 @@ public final class LlmProxy {
     /** The bounded copy of a body that the log keeps; the client always gets every byte. */
     static final class Capture {
         private final int limit;
+        private int keepLimit; // the limit, or less for a body that goes no further
         private final LogMemory memory;
         private byte[] bytes = new byte[0];
         private int size;
@@ -2318,7 +2330,13 @@ public final class LlmProxy {
 
         Capture(long limit, LogMemory memory) {
             this.limit = (int) Math.min(limit, Integer.MAX_VALUE - 64);
+            this.keepLimit = this.limit;
             this.memory = memory;
+        }
+
+        /** Keeps no more than {@code bytes} from now on; what comes beyond is only counted. */
+        synchronized void keepAtMost(long bytes) {
+            keepLimit = (int) Math.min(keepLimit, Math.max(bytes, size));
         }
 
         /** Takes memory for the first {@code expected} bytes ahead (a declared length); false if it is not there. */
@@ -2336,12 +2354,12 @@ public final class LlmProxy {
 
         synchronized void write(byte[] source, int offset, int length) {
             total += length;
-            int kept = starved ? 0 : Math.min(length, limit - size);
+            int kept = starved ? 0 : Math.min(length, keepLimit - size);
             if (kept <= 0) {
                 return;
             }
             if (size + kept > bytes.length) {
-                int grown = (int) Math.min(limit, Math.max(size + kept, Math.max(256L, 2L * bytes.length)));
+                int grown = (int) Math.min(keepLimit, Math.max(size + kept, Math.max(256L, 2L * bytes.length)));
                 if (!grow(grown) && !grow(size + kept)) {
                     starved = true;
                     partial("llmproxy's memory for log bodies was full: only the first " + size + " bytes were kept"
@@ -2571,8 +2589,8 @@ public final class LlmProxy {
                 case REQUEST_HEADERS -> secrets.headers(r.requestHeaders(), true);
                 case RESPONSE_HEADERS -> secrets.headers(r.responseHeaders(), false);
                 case ERROR -> r.error() == null ? "" : r.error();
-                case REQUEST_BODY -> BodyText.of(r.request(), maxBody);
-                case RESPONSE_BODY -> BodyText.of(r.response(), maxBody);
+                case REQUEST_BODY -> view.body(r.request());
+                case RESPONSE_BODY -> view.body(r.response());
                 case MODEL -> text(view.llm().model());
                 case STREAM -> text(view.llm().stream());
                 case RESPONSE_TEXT -> text(view.llm().text());
@@ -2597,12 +2615,20 @@ public final class LlmProxy {
         final Record record;
         final Secrets secrets;
         final long maxBody;
+        private final boolean keepBase64;
         private Llm llm;
 
-        RecordView(Record record, Secrets secrets, long maxBody) {
+        RecordView(Record record, Secrets secrets, long maxBody, boolean keepBase64) {
             this.record = record;
             this.secrets = secrets;
             this.maxBody = maxBody;
+            this.keepBase64 = keepBase64;
+        }
+
+        /** A body as the log shows it: decoded, and with inline base64 payloads summed up unless --log-base64. */
+        String body(Record.Body body) {
+            String text = BodyText.of(body, maxBody);
+            return keepBase64 ? text : BodyText.elideBase64(text);
         }
 
         Llm llm() {
@@ -2766,6 +2792,7 @@ public final class LlmProxy {
         private final String header; // of a CSV log; a JSONL log has none
         private final Secrets secrets;
         private final long maxBody;
+        private final boolean keepBase64;
         private final long rotateAt;
         private final int keep;
         private final BlockingQueue<Record> queue = new LinkedBlockingQueue<>();
@@ -2794,6 +2821,7 @@ public final class LlmProxy {
             this.maxBody = config.logMaxBody();
             this.rotateAt = config.logRotate();
             this.keep = config.logKeep();
+            this.keepBase64 = config.logBase64();
             this.out = out;
             this.openedKey = fileKey(config.logFile());
             this.size = size;
@@ -2962,7 +2990,7 @@ public final class LlmProxy {
             if (DISCARD) {
                 return;
             }
-            RecordView view = new RecordView(record, secrets, maxBody);
+            RecordView view = new RecordView(record, secrets, maxBody, keepBase64);
             if (jsonl) {
                 pending.append('{');
                 for (int i = 0; i < columns.size(); i++) {
@@ -3253,6 +3281,123 @@ public final class LlmProxy {
             } finally {
                 inflater.end();
             }
+        }
+
+        /** Base64 strings shorter than this are left alone: ids, hashes, small icons. */
+        private static final int BASE64_MIN = 1024;
+
+        /**
+         * Replaces each JSON string that is a long base64 payload — a data: URL, Anthropic's
+         * source.data, OpenAI's input_audio.data and file data, Gemini's inlineData.data — by
+         * its type and decoded size, e.g. [base64 image/png, 1.4 MB]. Screenshots would
+         * otherwise be most of an agent's log. Everything else is kept as it is.
+         */
+        static String elideBase64(String text) {
+            if (text.length() < BASE64_MIN) {
+                return text;
+            }
+            StringBuilder out = null;
+            int kept = 0; // text before this index is in out
+            for (int open = text.indexOf('"'); open >= 0; ) {
+                int close = open + 1;
+                while (close < text.length() && text.charAt(close) != '"') {
+                    close += text.charAt(close) == '\\' ? 2 : 1;
+                }
+                if (close >= text.length()) {
+                    break; // a string cut short (a truncated body): left as it is
+                }
+                if (close - open - 1 > BASE64_MIN) {
+                    String summary = base64Summary(text, open + 1, close);
+                    if (summary != null) {
+                        out = out == null ? new StringBuilder(text.length() / 4) : out;
+                        out.append(text, kept, open + 1).append(summary);
+                        kept = close;
+                    }
+                }
+                open = text.indexOf('"', close + 1);
+            }
+            return out == null ? text : out.append(text, kept, text.length()).toString();
+        }
+
+        /** "[base64 TYPE, SIZE]" when text[from, to) is a base64 payload (or a data: URL of one), else null. */
+        private static String base64Summary(String text, int from, int to) {
+            String type = null;
+            if (text.startsWith("data:", from)) {
+                int comma = text.indexOf(',', from);
+                int marker = text.indexOf(";base64,", from);
+                if (comma < 0 || marker < 0 || marker + 7 != comma || comma > from + 200) {
+                    return null;
+                }
+                type = text.substring(from + 5, text.indexOf(';', from));
+                from = comma + 1;
+            }
+            long digits = 0;
+            int padding = 0;
+            StringBuilder head = new StringBuilder(16);
+            for (int i = from; i < to; i++) {
+                char c = text.charAt(i);
+                if (c == '\\' && i + 1 < to && (text.charAt(i + 1) == '/' || text.charAt(i + 1) == 'n')) {
+                    if (text.charAt(++i) == '/') { // JSON may escape the slash
+                        digits++;
+                        if (head.length() < 16) {
+                            head.append('/');
+                        }
+                    } // a \n is a MIME line break
+                } else if (c == '=') {
+                    padding++;
+                } else if (padding == 0 && (c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+                        || c == '+' || c == '/' || c == '-' || c == '_')) {
+                    digits++;
+                    if (head.length() < 16) {
+                        head.append(c == '-' ? '+' : c == '_' ? '/' : c);
+                    }
+                } else {
+                    return null;
+                }
+            }
+            if (digits < BASE64_MIN || padding > 2) {
+                return null;
+            }
+            long bytes = digits * 3 / 4;
+            return "[base64 " + (type == null || type.isEmpty() ? sniff(head.toString()) : type) + ", " + size(bytes) + "]";
+        }
+
+        /** The media type that a payload's first bytes announce; "data" when they say nothing known. */
+        private static String sniff(String head) {
+            byte[] b;
+            try {
+                b = java.util.Base64.getDecoder().decode(head.substring(0, head.length() / 4 * 4));
+            } catch (IllegalArgumentException e) {
+                return "data";
+            }
+            String ascii = new String(b, StandardCharsets.ISO_8859_1);
+            if (ascii.startsWith("\u0089PNG")) {
+                return "image/png";
+            } else if (ascii.startsWith("\u00ff\u00d8\u00ff")) {
+                return "image/jpeg";
+            } else if (ascii.startsWith("GIF8")) {
+                return "image/gif";
+            } else if (ascii.startsWith("RIFF") && ascii.startsWith("WEBP", 8)) {
+                return "image/webp";
+            } else if (ascii.startsWith("RIFF") && ascii.startsWith("WAVE", 8)) {
+                return "audio/wav";
+            } else if (ascii.startsWith("%PDF")) {
+                return "application/pdf";
+            } else if (ascii.startsWith("ID3") || ascii.startsWith("\u00ff\u00fb") || ascii.startsWith("\u00ff\u00f3")) {
+                return "audio/mpeg";
+            } else if (ascii.startsWith("OggS")) {
+                return "audio/ogg";
+            } else if (ascii.startsWith("fLaC")) {
+                return "audio/flac";
+            }
+            return "data";
+        }
+
+        private static String size(long bytes) {
+            if (bytes >= 1 << 20) {
+                return String.format(Locale.ROOT, "%.1f MB", bytes / 1048576.0);
+            }
+            return bytes >= 1024 ? String.format(Locale.ROOT, "%.1f KB", bytes / 1024.0) : bytes + " bytes";
         }
 
         /** Strict UTF-8, or null; a body cut mid-character loses only that last partial character. */

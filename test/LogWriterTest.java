@@ -432,6 +432,56 @@ class LogWriterTest {
         assertTrue(capture.isFull());
     }
 
+    /** A base64 payload of {@code bytes} bytes that starts with {@code magic}. */
+    static String base64(byte[] magic, int bytes) {
+        byte[] payload = Arrays.copyOf(magic, bytes);
+        Arrays.fill(payload, magic.length, bytes, (byte) 7);
+        return java.util.Base64.getEncoder().encodeToString(payload);
+    }
+
+    static final byte[] PNG = {(byte) 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+    @Test
+    void summarisesInlineBase64PayloadsByTypeAndSize() {
+        String png = base64(PNG, 1_468_006);
+        String jpeg = base64(new byte[] {(byte) 0xff, (byte) 0xd8, (byte) 0xff, (byte) 0xe0}, 300_000);
+        String wav = base64("RIFF\0\0\0\0WAVEfmt ".getBytes(StandardCharsets.ISO_8859_1), 50_000);
+        String request = "{\"messages\":[{\"role\":\"user\",\"content\":["
+                + "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64," + png + "\"}},"
+                + "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/jpeg\",\"data\":\"" + jpeg + "\"}},"
+                + "{\"type\":\"input_audio\",\"input_audio\":{\"data\":\"" + wav + "\",\"format\":\"wav\"}},"
+                + "{\"type\":\"text\",\"text\":\"What is in these?\"}]}]}";
+        assertEquals("{\"messages\":[{\"role\":\"user\",\"content\":["
+                + "{\"type\":\"image_url\",\"image_url\":{\"url\":\"[base64 image/png, 1.4 MB]\"}},"
+                + "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/jpeg\",\"data\":\"[base64 image/jpeg, 293.0 KB]\"}},"
+                + "{\"type\":\"input_audio\",\"input_audio\":{\"data\":\"[base64 audio/wav, 48.8 KB]\",\"format\":\"wav\"}},"
+                + "{\"type\":\"text\",\"text\":\"What is in these?\"}]}]}", LlmProxy.BodyText.elideBase64(request));
+    }
+
+    @Test
+    void leavesShortBase64AndLongTextAlone() {
+        String small = base64(PNG, 700); // under 1 KB of digits: an icon, an id
+        String prose = "word ".repeat(400);
+        String escaped = "a\\\"b".repeat(400);
+        String text = "{\"icon\":\"" + small + "\",\"text\":\"" + prose + "\",\"q\":\"" + escaped + "\"}";
+        assertEquals(text, LlmProxy.BodyText.elideBase64(text));
+        String cut = "{\"data\":\"" + base64(PNG, 5000).substring(0, 4000); // a body truncated inside the string
+        assertEquals(cut, LlmProxy.BodyText.elideBase64(cut));
+    }
+
+    @Test
+    void logsBase64WholeWithLogBase64() throws IOException {
+        String png = base64(PNG, 4096);
+        for (boolean whole : new boolean[] {false, true}) {
+            Path file = dir.resolve("b64-" + whole + ".csv");
+            try (var log = whole ? open(file, "--log-base64") : open(file)) {
+                log.submit(record("POST", "{\"data\":\"" + png + "\"}", "{}"));
+            }
+            assertEquals(whole ? "{\"data\":\"" + png + "\"}" : "{\"data\":\"[base64 image/png, 4.0 KB]\"}",
+                    TestSupport.Csv.parse(Files.readString(file)).get(1).get(2));
+        }
+    }
+
     @Test
     void stopsKeepingABodyWhenTheLogMemoryIsSpentAndGivesBackWhatItTook() {
         var memory = new LlmProxy.LogMemory(1000);

@@ -224,6 +224,29 @@ class ProxyTest {
     }
 
     @Test
+    void logsAPromptWithScreenshotsInAFewKilobytesAndForwardsItWhole() throws Exception {
+        String shot = LogWriterTest.base64(LogWriterTest.PNG, 1_900_000);
+        String prompt = "{\"model\":\"claude-sonnet-4-5\",\"messages\":[{\"role\":\"user\",\"content\":["
+                + "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"" + shot + "\"}},"
+                + "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"" + shot + "\"}},"
+                + "{\"type\":\"text\",\"text\":\"" + "Compare the two screenshots. ".repeat(100) + "\"}]}]}";
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
+             var proxy = proxy(upstream, "--log-columns", "request_bytes,request_body")) {
+            var response = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/v1/messages")))
+                    .POST(HttpRequest.BodyPublishers.ofString(prompt)).build(), HttpResponse.BodyHandlers.ofString());
+            assertEquals(204, response.statusCode());
+            assertEquals(prompt, upstream.next().bodyText(), "the upstream gets every byte");
+            proxy.stop();
+            var record = recordsByColumn(proxy.log).getFirst();
+            assertTrue(prompt.length() > 5_000_000);
+            assertEquals(String.valueOf(prompt.length()), record.get("request_bytes"));
+            assertTrue(record.get("request_body").length() < 5_000, record.get("request_body").length() + " characters");
+            assertTrue(record.get("request_body").contains("\"data\":\"[base64 image/png, 1.8 MB]\"}"));
+            assertTrue(record.get("request_body").contains("Compare the two screenshots."));
+        }
+    }
+
+    @Test
     void masksAKeyInTheTargetUrlOnTheStartLine() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
              var proxy = proxy(Map.of(), upstream.url() + "/v1?key=AIza-target-0123456789abcdef&api-version=1")) {

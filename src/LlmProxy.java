@@ -17,20 +17,25 @@
  *   LlmProxy        entry point: start(args, out, err) returns an exit code; main only exits
  *   Signals         SIGINT/SIGTERM: a graceful stop, and an immediate one on the second signal
  *   Cli, Config     argument parsing, help text and the validated configuration
- *   Proxy           the running server: HttpServer on virtual threads, HttpClient, shutdown
+ *   Proxy           the running server: HttpServer, HttpClient, shutdown
+ *   Threads         virtual threads, or platform ones on JDK 21-23 where virtual ones would pin
  *   PlainHttpOnly   a TLS context that is never used, so http:// targets start fast
  *   Limits          exchanges and connections at once, from the heap and open-file limits
+ *   LogMemory       the heap that bodies kept for the log may hold; past it, 503s
+ *   Access          who may use the proxy: Host must name it, Origin be this machine's (403)
  *   Forwarder       one exchange: upstream request, response headers, copy loop, record
  *   HeaderRules     which headers cross the proxy in each direction
- *   RequestBody     streams the client's body upstream from its own thread, mirroring it
- *   IdleWatchdog    ends upstream bodies that stay silent longer than --timeout
+ *   RequestBody     the client's body: read whole, streamed upstream, or drained for the log
+ *   IdleWatchdog    ends every wait on a peer that outlasts --timeout: silent upstreams, stalled clients
  *   Capture         the bounded copy of a body kept for the log
  *   Record          what the log keeps of one exchange
  *   Column, Secrets the log's columns, and what they may show of credentials
- *   LogWriter       one thread that appends records to the CSV file, rotates and re-opens it
- *   BodyText        decodes a captured body (gzip, deflate, UTF-8) into a log field
- *   Csv, Json       RFC 4180 fields and JSON strings
- *   UsageException  a bad command line (exit 2); StartupException: cannot start (exit 1)
+ *   LogWriter       one thread that appends records to the log file, rotates and re-opens it
+ *   BodyText        decodes a captured body (gzip, deflate, UTF-8, base64 summed up) into a log field
+ *   Llm, Conversation, Sse  the answer read out of five LLM APIs' bodies, streamed or not
+ *   Csv, Json, Durations  RFC 4180 fields, JSON, and durations and failures in messages
+ *   UsageException  a bad command line (exit 2); StartupException: cannot start (exit 1);
+ *                   ClientTimeout, TruncatedResponse: how a stalled client and a cut response end
  */
 
 import com.sun.net.httpserver.HttpExchange;
@@ -722,7 +727,7 @@ public final class LlmProxy {
          * JDK settings read once, when the first server or client is created; a user's -D wins.
          * Without nodelay the last chunk of each response waits for the client's delayed ACK
          * (~40 ms). The client's read buffer stays with each upstream connection for as long as
-         * it is open: 16 KB by default, of an open stream's ~70 KB; LLM events fit in 4 KB.
+         * it is open: 16 KB by default, a quarter of an open stream's heap; LLM events fit in 4 KB.
          */
         static void tuneJdkProperties() {
             if (System.getProperty("sun.net.httpserver.nodelay") == null) {
@@ -972,7 +977,7 @@ public final class LlmProxy {
      * with -Dllmproxy.maxExchanges and -Djdk.httpserver.maxConnections.
      */
     record Limits(int maxExchanges, int maxConnections) {
-        /** Heap an open stream holds, measured at ~72 KB (make bench), plus room for the collector. */
+        /** Heap an open stream holds, measured at ~61 KB (make bench, heap part), plus room for the collector. */
         static final long HEAP_PER_EXCHANGE = 128 * 1024;
         /** Heap a connection holds in the JDK server (its buffers) while it waits for an answer. */
         static final long HEAP_PER_CONNECTION = 16 * 1024;
@@ -1480,6 +1485,11 @@ public final class LlmProxy {
 
         /** How soon a failure on a reused connection must come for the request to be sent again. */
         private static final long STALE_CONNECTION_NANOS = TimeUnit.MILLISECONDS.toNanos(500);
+        /**
+         * What the JDK client says when a pooled connection was closed as it was reused. It has
+         * no exception type of its own; a test fails loudly if a JDK says it otherwise.
+         */
+        static final String STALE_CONNECTION_MESSAGE = "received no bytes";
 
         /**
          * Sends the request. The JDK client resends a request that met a pooled connection the
@@ -1497,7 +1507,7 @@ public final class LlmProxy {
             } catch (HttpTimeoutException e) {
                 throw e;
             } catch (IOException e) {
-                boolean stale = String.valueOf(e.getMessage()).contains("received no bytes")
+                boolean stale = String.valueOf(e.getMessage()).contains(STALE_CONNECTION_MESSAGE)
                         && System.nanoTime() - start < STALE_CONNECTION_NANOS && body.replayable();
                 if (!stale) {
                     throw e;
@@ -2770,7 +2780,7 @@ public final class LlmProxy {
 
     /**
      * Appends records to the log file from one thread fed by a queue: no request waits on the
-     * disk, records never interleave, and each is on disk within a second. Records wait in
+     * disk, records never interleave, and each is on disk within a tenth of a second. Records wait in
      * memory until the next flush, so that a log file deleted, moved or failing underneath is
      * noticed and re-opened without ever splitting a record.
      */

@@ -1300,6 +1300,31 @@ class ProxyTest {
         }
     }
 
+    @Test
+    void theJdkClientStillNamesAConnectionClosedAsItWasReusedTheWayTheResendExpects() throws Exception {
+        try (ServerSocket upstream = new ServerSocket(0, 50, TestSupport.LOOPBACK)) {
+            Thread server = Thread.ofVirtual().start(() -> {
+                try (var socket = upstream.accept()) {
+                    var in = socket.getInputStream();
+                    in.readNBytes(contentLength(TestSupport.RawUpstream.readHead(in)));
+                    socket.getOutputStream().write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".getBytes(StandardCharsets.UTF_8));
+                    in.readNBytes(contentLength(TestSupport.RawUpstream.readHead(in)));
+                } catch (IOException e) {
+                    // the client's failure is what the test reads
+                }
+            });
+            var client = client();
+            var request = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + upstream.getLocalPort() + "/"))
+                    .POST(HttpRequest.BodyPublishers.ofString("{}")).build();
+            assertEquals("ok", client.send(request, HttpResponse.BodyHandlers.ofString()).body());
+            var e = assertThrows(IOException.class, () -> client.send(request, HttpResponse.BodyHandlers.ofString()));
+            assertTrue(String.valueOf(e.getMessage()).contains(LlmProxy.Forwarder.STALE_CONNECTION_MESSAGE),
+                    "this JDK names the failure '" + e.getMessage() + "': update Forwarder.STALE_CONNECTION_MESSAGE,"
+                            + " or a POST on a connection the upstream closed is answered 502 instead of sent again");
+            server.join();
+        }
+    }
+
     private static int contentLength(String head) {
         var m = java.util.regex.Pattern.compile("(?i)content-length: *(\\d+)").matcher(head);
         return m.find() ? Integer.parseInt(m.group(1)) : 0;

@@ -1456,9 +1456,12 @@ public final class LlmProxy {
                 }
                 body.drainForLog(Long.MAX_VALUE); // the record keeps the prompt the upstream never got
                 String host = config.target().getHost();
+                String what = e instanceof ConnectException ? "cannot reach " + host
+                        : isTls(e) ? "TLS with " + host + " failed (its certificate must be valid for " + host
+                                + " and trusted by this JVM: its cacerts, or -Djavax.net.ssl.trustStore)"
+                        : host + " failed before answering";
                 return answerError(call, 502, "llmproxy_upstream_error", Record.Outcome.UPSTREAM_ERROR,
-                        (e instanceof ConnectException ? "cannot reach " + host : host + " failed before answering")
-                                + ": " + Durations.describe(e));
+                        what + ": " + Durations.describe(e));
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 body.drainForLog(RequestBody.SMALL);
@@ -1468,6 +1471,15 @@ public final class LlmProxy {
             try (InputStream upstreamBody = response.body()) {
                 return relay(call, response, upstreamBody);
             }
+        }
+
+        private static boolean isTls(Throwable e) {
+            for (Throwable t = e; t != null; t = t.getCause()) {
+                if (t instanceof javax.net.ssl.SSLException) {
+                    return true;
+                }
+            }
+            return false;
         }
 
         /** The client's request body failed or stalled: there is no one left to answer. */
@@ -1638,6 +1650,9 @@ public final class LlmProxy {
                     try {
                         n = upstreamBody.read(buffer);
                     } catch (IOException e) {
+                        if (record.responseBody.total() == 0) {
+                            flushQuietly(client, out); // the status and headers, at least, before the cut
+                        }
                         if (watch.fired()) {
                             record.fail(Record.Outcome.TIMEOUT, "upstream sent nothing for "
                                     + Durations.format(config.timeout()) + " (--timeout)");
@@ -1677,6 +1692,17 @@ public final class LlmProxy {
                 return clientGone(call, "at the end of the body", e);
             }
             return Ending.ANSWERED;
+        }
+
+        private static void flushQuietly(IdleWatchdog.ClientWait client, OutputStream out) {
+            try {
+                client.call(() -> {
+                    out.flush();
+                    return null;
+                });
+            } catch (IOException e) {
+                // the client is gone too: the record says what failed first
+            }
         }
 
         /** The client left, or stopped reading for --timeout (its socket is then closed). */

@@ -2,19 +2,15 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.BufferedReader;
 import java.io.EOFException;
 import java.io.IOException;
-import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -67,71 +63,13 @@ class LaunchTest {
         assertTrue(err.contains("--port must be a number"), err);
     }
 
-    /** A proxy in its own JVM, with its stderr read line by line. */
-    private static final class Launched implements AutoCloseable {
-        final Process process;
-        final BlockingQueue<String> stderr = new LinkedBlockingQueue<>();
-        final int port;
-
-        Launched(String target, Path log, String... more) throws Exception {
-            List<String> command = new ArrayList<>(List.of(JAVA));
-            command.addAll(List.of(more).stream().filter(a -> a.startsWith("-D")).toList());
-            command.addAll(List.of("-jar", "build/llmproxy.jar", "--target-url", target, "--port", "0",
-                    "--log-file", log.toString()));
-            command.addAll(List.of(more).stream().filter(a -> !a.startsWith("-D")).toList());
-            process = new ProcessBuilder(command).start();
-            Thread.ofVirtual().start(() -> {
-                try (var reader = new BufferedReader(new InputStreamReader(process.getErrorStream(), StandardCharsets.UTF_8))) {
-                    for (String line; (line = reader.readLine()) != null; ) {
-                        stderr.add(line);
-                    }
-                } catch (IOException e) {
-                    stderr.add("(stderr closed: " + e + ")");
-                }
-            });
-            Matcher m = Pattern.compile("listening on http://127\\.0\\.0\\.1:(\\d+) ").matcher(awaitLine("listening on"));
-            assertTrue(m.find());
-            port = Integer.parseInt(m.group(1));
-        }
-
-        String awaitLine(String part) throws InterruptedException {
-            List<String> seen = new ArrayList<>();
-            while (true) {
-                String line = stderr.poll(30, TimeUnit.SECONDS);
-                if (line == null) {
-                    throw new AssertionError("no stderr line with '" + part + "'; saw " + seen);
-                }
-                seen.add(line);
-                if (line.contains(part)) {
-                    return line;
-                }
-            }
-        }
-
-        /** Sends SIGTERM and returns the exit code. */
-        int terminate() throws InterruptedException {
-            process.toHandle().destroy(); // SIGTERM; Process.destroy() would also close our end of its stderr
-            return exitCode();
-        }
-
-        int exitCode() throws InterruptedException {
-            assertTrue(process.waitFor(30, TimeUnit.SECONDS), "the proxy did not stop");
-            return process.exitValue();
-        }
-
-        @Override
-        public void close() {
-            process.destroyForcibly();
-        }
-    }
-
     @Test
     void stopsOnSigtermWithExit0AndAFlushedLog() throws Exception {
         Path log = dir.resolve("log.csv");
         try (var upstream = TestSupport.Upstream.recording(exchange -> {
             exchange.sendResponseHeaders(200, 2);
             exchange.getResponseBody().write("hi".getBytes(StandardCharsets.UTF_8));
-        }); var proxy = new Launched(upstream.url(), log);
+        }); var proxy = new TestSupport.Launched(upstream.url(), log);
              var client = new TestSupport.RawClient(proxy.port)) {
             client.send("POST /v1/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello").readHead();
             assertEquals("hi", new String(client.body(), StandardCharsets.UTF_8));
@@ -152,7 +90,7 @@ class LaunchTest {
             TestSupport.await(stopping, "the proxy to start stopping");
             TestSupport.sendChunk(out, "data: two\n\n");
             out.close();
-        }); var proxy = new Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=10");
+        }); var proxy = new TestSupport.Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=10");
              var client = new TestSupport.RawClient(proxy.port)) {
             client.send("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             client.readUntil("data: one\n\n");
@@ -174,7 +112,7 @@ class LaunchTest {
             exchange.sendResponseHeaders(200, 0);
             TestSupport.sendChunk(exchange.getResponseBody(), "data: one\n\n");
             release.await(20, TimeUnit.SECONDS); // a stream that outlasts the grace
-        }); var proxy = new Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=1",
+        }); var proxy = new TestSupport.Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=1",
                 "--log-columns", "outcome,error,response_body");
              var client = new TestSupport.RawClient(proxy.port)) {
             client.send("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
@@ -197,7 +135,7 @@ class LaunchTest {
             exchange.sendResponseHeaders(200, 0);
             TestSupport.sendChunk(exchange.getResponseBody(), "data: one\n\n");
             release.await(30, TimeUnit.SECONDS);
-        }); var proxy = new Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=60",
+        }); var proxy = new TestSupport.Launched(upstream.url(), log, "-Dllmproxy.shutdownGrace=60",
                 "--log-columns", "outcome,response_body");
              var client = new TestSupport.RawClient(proxy.port)) {
             client.send("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
@@ -217,7 +155,7 @@ class LaunchTest {
         try (var upstream = TestSupport.Upstream.recording(exchange -> {
             exchange.sendResponseHeaders(200, 2);
             exchange.getResponseBody().write("ok".getBytes(StandardCharsets.UTF_8));
-        }); var proxy = new Launched(upstream.url(), log)) {
+        }); var proxy = new TestSupport.Launched(upstream.url(), log)) {
             try {
                 for (int i = 0; i < 10_000; i++) { // bounded: opened once, never sending a byte
                     idle.add(new java.net.Socket(TestSupport.LOOPBACK, proxy.port));
@@ -241,7 +179,7 @@ class LaunchTest {
     void stopsOnSigintLikeOnSigterm() throws Exception {
         Path log = dir.resolve("log.csv");
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
-             var proxy = new Launched(upstream.url(), log);
+             var proxy = new TestSupport.Launched(upstream.url(), log);
              var client = new TestSupport.RawClient(proxy.port)) {
             client.send("DELETE /v1/files/1 HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
             assertEquals(204, client.status);

@@ -1,11 +1,15 @@
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpHandler;
 import com.sun.net.httpserver.HttpServer;
 
+import java.io.BufferedReader;
 import java.io.ByteArrayOutputStream;
 import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.io.PrintStream;
 import java.net.InetAddress;
@@ -25,6 +29,8 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Executors;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /** Shared pieces of the tests: a fake upstream, a raw HTTP client, a CSV reader, a proxy launcher. */
 final class TestSupport {
@@ -35,6 +41,7 @@ final class TestSupport {
     private TestSupport() {}
 
     static final InetAddress LOOPBACK = InetAddress.getLoopbackAddress();
+    static final String JAVA = Path.of(System.getProperty("java.home"), "bin", "java").toString();
 
     /** A request as the fake upstream received it. */
     record Received(String method, String rawPathAndQuery, Map<String, List<String>> headers, byte[] body) {
@@ -206,6 +213,64 @@ final class TestSupport {
         @Override
         public void close() {
             proxy.close();
+        }
+    }
+
+    /** A proxy in its own JVM, with its stderr read line by line. */
+    static final class Launched implements AutoCloseable {
+        final Process process;
+        final BlockingQueue<String> stderr = new LinkedBlockingQueue<>();
+        final int port;
+
+        Launched(String target, Path log, String... more) throws Exception {
+            List<String> command = new ArrayList<>(List.of(JAVA));
+            command.addAll(List.of(more).stream().filter(a -> a.startsWith("-D")).toList());
+            command.addAll(List.of("-jar", "build/llmproxy.jar", "--target-url", target, "--port", "0",
+                    "--log-file", log.toString()));
+            command.addAll(List.of(more).stream().filter(a -> !a.startsWith("-D")).toList());
+            process = new ProcessBuilder(command).start();
+            Thread.ofVirtual().start(() -> {
+                try (var reader = new BufferedReader(new InputStreamReader(process.getErrorStream(), StandardCharsets.UTF_8))) {
+                    for (String line; (line = reader.readLine()) != null; ) {
+                        stderr.add(line);
+                    }
+                } catch (IOException e) {
+                    stderr.add("(stderr closed: " + e + ")");
+                }
+            });
+            Matcher m = Pattern.compile("listening on http://127\\.0\\.0\\.1:(\\d+) ").matcher(awaitLine("listening on"));
+            assertTrue(m.find());
+            port = Integer.parseInt(m.group(1));
+        }
+
+        String awaitLine(String part) throws InterruptedException {
+            List<String> seen = new ArrayList<>();
+            while (true) {
+                String line = stderr.poll(30, TimeUnit.SECONDS);
+                if (line == null) {
+                    throw new AssertionError("no stderr line with '" + part + "'; saw " + seen);
+                }
+                seen.add(line);
+                if (line.contains(part)) {
+                    return line;
+                }
+            }
+        }
+
+        /** Sends SIGTERM and returns the exit code. */
+        int terminate() throws InterruptedException {
+            process.toHandle().destroy(); // SIGTERM; Process.destroy() would also close our end of its stderr
+            return exitCode();
+        }
+
+        int exitCode() throws InterruptedException {
+            assertTrue(process.waitFor(30, TimeUnit.SECONDS), "the proxy did not stop");
+            return process.exitValue();
+        }
+
+        @Override
+        public void close() {
+            process.destroyForcibly();
         }
     }
 

@@ -14,32 +14,29 @@ import org.junit.jupiter.api.Test;
 
 /** The watchdog that bounds every wait on a peer. */
 class IdleWatchdogTest {
+    /** An empty body that runs {@code onClose} when closed. */
+    private static InputStream body(Runnable onClose) {
+        return new InputStream() {
+            @Override
+            public int read() {
+                return -1;
+            }
+
+            @Override
+            public void close() {
+                onClose.run();
+            }
+        };
+    }
+
     @Test
     void keepsWatchingAfterWhatItCallsThrows() throws Exception {
         try (var watchdog = new LlmProxy.IdleWatchdog(Duration.ofMillis(20))) {
-            watchdog.watch(new InputStream() {
-                @Override
-                public int read() {
-                    return -1;
-                }
-
-                @Override
-                public void close() {
-                    throw new IllegalStateException("a body whose close throws");
-                }
-            }).waiting();
+            watchdog.watch(body(() -> {
+                throw new IllegalStateException("a body whose close throws");
+            })).waiting();
             CountDownLatch closed = new CountDownLatch(1);
-            watchdog.watch(new InputStream() {
-                @Override
-                public int read() {
-                    return -1;
-                }
-
-                @Override
-                public void close() {
-                    closed.countDown();
-                }
-            }).waiting();
+            watchdog.watch(body(closed::countDown)).waiting();
             // Without the guard, the first exception cancels the schedule and this never closes.
             TestSupport.await(closed, "the second body to be ended");
         }

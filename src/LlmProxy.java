@@ -155,6 +155,9 @@ public final class LlmProxy {
             out.println("llmproxy " + VERSION);
             return 0;
         }
+        if (command instanceof Cli.Command.View view) {
+            return Report.write(view.log(), view.output(), out, err);
+        }
         Proxy proxy;
         try {
             proxy = Proxy.start(((Cli.Command.Run) command).config(), err);
@@ -224,6 +227,7 @@ public final class LlmProxy {
 
         static final String HELP = """
                 Usage: llmproxy --target-url URL [options]
+                       llmproxy view LOG [-o FILE]
 
                 A logging reverse proxy for LLM APIs. Forwards every request to URL, streams
                 each response back as it arrives, and appends one CSV record per exchange
@@ -271,15 +275,23 @@ public final class LlmProxy {
                                              and delete older ones (default: keep all)
                       --log-excel-safe       start CSV fields that a spreadsheet would run as a
                                              formula (=, +, -, @, tab, CR) with a '
-                  -T, --timeout MINUTES      longest wait for response headers, and longest silence
-                                             inside a response body; decimals allowed (default: 3)
+                  -T, --timeout MINUTES      longest wait on a peer: for response headers, silence
+                                             inside a response body, a client sending its body or
+                                             reading the answer; decimals allowed (default: 3)
                   -h, --help                 print this help and exit
                   -V, --version              print the version and exit
+
+                Report:
+                  llmproxy view LOG [-o FILE]
+                                             write the log (CSV or JSONL) as one self-contained
+                                             HTML file that shows each exchange's conversation
+                                             (default FILE: LOG with .html); prints its path
 
                 Examples:
                   llmproxy -t https://api.openai.com/v1 -a 'Authorization: Bearer ${OPENAI_API_KEY}'
                   llmproxy -t https://api.anthropic.com -a 'x-api-key: ${ANTHROPIC_API_KEY}' -p 8081
                   llmproxy -t http://localhost:11434 -l ollama.csv -T 10
+                  llmproxy view log.csv
                 """;
 
         /** What the command line asks for. */
@@ -289,9 +301,14 @@ public final class LlmProxy {
             record Help() implements Command {}
 
             record Version() implements Command {}
+
+            record View(Path log, Path output) implements Command {}
         }
 
         static Command parse(String[] args, UnaryOperator<String> env) {
+            if (args.length > 0 && args[0].equals("view")) {
+                return parseView(args);
+            }
             String target = null;
             String host = null;
             Integer port = null;
@@ -385,6 +402,33 @@ public final class LlmProxy {
                     timeout == null ? Duration.ofMinutes(3) : timeout,
                     allowHosts,
                     allowOrigins));
+        }
+
+        /** {@code view LOG [-o FILE]}: the report of a log. */
+        private static Command parseView(String[] args) {
+            Path log = null;
+            Path output = null;
+            for (int i = 1; i < args.length; i++) {
+                String arg = args[i];
+                if (arg.equals("-h") || arg.equals("--help")) {
+                    return new Command.Help();
+                } else if (arg.equals("-o") || arg.equals("--output")) {
+                    if (i + 1 >= args.length) {
+                        throw new UsageException("view: option " + arg + " needs a file name");
+                    }
+                    output = Path.of(once("--output", output == null ? null : output.toString(), args[++i]));
+                } else if (arg.startsWith("-")) {
+                    throw new UsageException("view: unknown option " + arg + " (view takes LOG and -o FILE)");
+                } else if (log == null) {
+                    log = Path.of(arg);
+                } else {
+                    throw new UsageException("view: unexpected argument '" + arg + "': give one log file");
+                }
+            }
+            if (log == null) {
+                throw new UsageException("view needs a log file: llmproxy view LOG [-o FILE]");
+            }
+            return new Command.View(log, output == null ? Report.defaultOutput(log) : output);
         }
 
         private static String longName(String name) {
@@ -4000,6 +4044,884 @@ public final class LlmProxy {
         }
     }
 
+    // --- viewer ---
+
+    /**
+     * The viewer's page: HTML, CSS and plain JavaScript, one page for the live viewer and for a
+     * report. The data goes into script elements of type application/json, which never run; the
+     * script puts every text from the log into the page as text, never as markup; and the
+     * Content-Security-Policy lets the page load nothing from anywhere (a report) or only from
+     * its own origin (the live viewer), and run no script but its own.
+     */
+    static final class ViewerPage {
+        private ViewerPage() {}
+
+        static final String CSS = """
+            body { margin: 0; font: 14px/1.45 system-ui, sans-serif; color: #1d1f23; background: #f6f7f9; }
+            header { display: flex; gap: 12px; align-items: center; padding: 8px 12px; background: #1d1f23; color: #fff; }
+            header h1 { font-size: 16px; margin: 0; }
+            header .sub { color: #aab; flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+            header input { width: 280px; padding: 4px 8px; }
+            main { display: flex; height: calc(100vh - 44px); }
+            .list { width: 46%; overflow: auto; border-right: 1px solid #ccd; background: #fff; outline: none; }
+            .detail { flex: 1; overflow: auto; padding: 12px 16px; }
+            table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
+            th { position: sticky; top: 0; background: #eef0f3; text-align: left; padding: 4px 6px; font-weight: 600; }
+            td { padding: 3px 6px; border-bottom: 1px solid #eee; white-space: nowrap; max-width: 260px; overflow: hidden; text-overflow: ellipsis; }
+            tr.row { cursor: pointer; }
+            tr.row:hover { background: #f0f4ff; }
+            tr.selected { background: #dde7ff !important; }
+            .outcome-complete td:nth-child(6), .badge.outcome-complete { color: #17733a; }
+            .outcome-client_closed td:nth-child(6), .badge.outcome-client_closed { color: #8a6100; }
+            .outcome-upstream_error td:nth-child(6), .outcome-timeout td:nth-child(6), .badge.outcome-upstream_error, .badge.outcome-timeout { color: #b3261e; font-weight: 600; }
+            .outcome-rejected td:nth-child(6), .outcome-shutdown td:nth-child(6), .badge.outcome-rejected, .badge.outcome-shutdown { color: #7a3db8; font-weight: 600; }
+            .outcome-in_flight td:nth-child(6), .badge.outcome-in_flight { color: #1a5fb4; font-style: italic; }
+            tr.has-error { background: #fff4f3; }
+            .top { display: flex; gap: 10px; align-items: baseline; flex-wrap: wrap; margin-bottom: 8px; }
+            .top .method { font-weight: 700; }
+            .top .url { font-family: ui-monospace, monospace; word-break: break-all; }
+            .badge { padding: 1px 6px; border-radius: 8px; background: #eef0f3; }
+            .error, .problem { background: #fde8e6; color: #8c1d18; padding: 6px 10px; border-radius: 6px; margin: 6px 0; white-space: pre-wrap; }
+            .tabs { display: flex; gap: 4px; margin: 8px 0; }
+            .tab { border: 1px solid #ccd; background: #fff; padding: 4px 12px; border-radius: 6px; cursor: pointer; }
+            .tab.on { background: #1d1f23; color: #fff; }
+            .params { display: flex; flex-wrap: wrap; gap: 6px; margin-bottom: 8px; }
+            .param { background: #eef0f3; border-radius: 6px; padding: 1px 8px; font-size: 12.5px; }
+            .message { background: #fff; border: 1px solid #dde; border-radius: 8px; padding: 8px 10px; margin: 8px 0; }
+            .role { font-size: 11.5px; text-transform: uppercase; letter-spacing: .05em; color: #667; margin-bottom: 4px; }
+            .role-system { border-left: 4px solid #8b8fa3; }
+            .role-user { border-left: 4px solid #1a5fb4; }
+            .role-assistant { border-left: 4px solid #17733a; }
+            .role-tool { border-left: 4px solid #b26b00; }
+            pre.text { white-space: pre-wrap; word-break: break-word; margin: 0; font: 13.5px/1.5 ui-monospace, SFMono-Regular, Menlo, monospace; }
+            .part { margin: 6px 0; }
+            .label { font-size: 12px; color: #667; }
+            .placeholder { font-style: italic; color: #556; }
+            .tool { margin: 4px 0; }
+            .tool-name { font-weight: 600; margin-right: 8px; font-family: ui-monospace, monospace; }
+            .tool-description { color: #445; }
+            details.box > summary { cursor: pointer; color: #445; }
+            .earlier-messages { background: #eef0f3; border-radius: 8px; padding: 6px 10px; }
+            .facts { color: #556; font-size: 12.5px; margin-top: 6px; }
+            .raw .box { margin: 8px 0; }
+            .raw-title { display: flex; gap: 8px; align-items: center; font-weight: 600; margin-bottom: 4px; }
+            .copy { font-size: 12px; cursor: pointer; }
+            .empty, .loading { color: #667; padding: 20px; }
+            """;
+
+        static final String JS = """
+            'use strict';
+            // The llmproxy viewer: a list of exchanges and the conversation of the one selected. Every text
+            // from the log goes into the page through textContent, never as markup.
+            (function () {
+              const meta = JSON.parse(document.getElementById('llmproxy-meta').textContent);
+              const live = meta.source === 'live';
+              const state = {summaries: [], byId: new Map(), selected: null, filter: '', outcome: '', full: new Map(),
+                             follow: null};
+
+              // --- small DOM helpers ---
+              function el(tag, cls, text) {
+                const e = document.createElement(tag);
+                if (cls) e.className = cls;
+                if (text !== undefined && text !== null) e.textContent = String(text);
+                return e;
+              }
+              function add(parent, ...children) {
+                for (const c of children) if (c) parent.appendChild(c);
+                return parent;
+              }
+              function clear(e) {
+                while (e.firstChild) e.removeChild(e.firstChild);
+              }
+              function collapsible(title, body, open) {
+                const d = el('details', 'box');
+                if (open) d.open = true;
+                add(d, el('summary', null, title), body);
+                return d;
+              }
+              function num(v) {
+                return v === null || v === undefined || v === '' ? null : Number(v);
+              }
+              function parseJson(text) {
+                if (typeof text !== 'string' || text === '') return null;
+                try { return JSON.parse(text); } catch (e) { return null; }
+              }
+
+              // --- the page's frame ---
+              const app = document.getElementById('app');
+              const head = add(el('header'), el('h1', null, 'llmproxy'), el('span', 'sub', meta.title || ''));
+              const search = el('input');
+              search.type = 'search';
+              search.placeholder = 'filter: path, model, bodies…';
+              search.id = 'filter';
+              const outcomeSelect = el('select');
+              outcomeSelect.id = 'outcome';
+              for (const o of ['', 'complete', 'client_closed', 'upstream_error', 'timeout', 'rejected', 'shutdown']) {
+                const opt = el('option', null, o === '' ? 'all outcomes' : o);
+                opt.value = o;
+                outcomeSelect.appendChild(opt);
+              }
+              add(head, search, outcomeSelect);
+              const problems = el('div', 'problems');
+              for (const p of meta.problems || []) problems.appendChild(el('div', 'problem', p));
+              const list = el('div', 'list');
+              list.id = 'list';
+              list.tabIndex = 0;
+              const detail = el('div', 'detail');
+              detail.id = 'detail';
+              add(app, head, problems, add(el('main'), list, detail));
+
+              // --- the list ---
+              const COLUMNS = ['time', 'method', 'path', 'model', 'status', 'outcome', 'duration', 'ttfb', 'tokens'];
+              function pathOf(s) {
+                try { const u = new URL(s.url); return u.pathname + (u.search ? '?…' : ''); } catch (e) { return s.url || ''; }
+              }
+              function tokens(s) {
+                const i = num(s.input_tokens), o = num(s.output_tokens);
+                return i === null && o === null ? '' : (i === null ? '–' : i) + ' / ' + (o === null ? '–' : o);
+              }
+              function duration(s) {
+                if (s.in_flight) return 'in flight ' + ((Date.now() - Date.parse(s.time)) / 1000).toFixed(1) + ' s';
+                const d = num(s.duration_ms);
+                return d === null ? '' : d + ' ms';
+              }
+              function cells(s) {
+                const t = s.time ? s.time.replace('T', ' ').replace('Z', '') : '';
+                const ttfb = num(s.ttfb_ms);
+                return [t, s.method || '', pathOf(s), s.model || '', s.status || '', s.in_flight ? 'in flight' : (s.outcome || ''),
+                        duration(s), ttfb === null ? '' : ttfb + ' ms', tokens(s)];
+              }
+              function matches(s) {
+                if (state.outcome && (s.in_flight ? 'in flight' : s.outcome) !== state.outcome) return false;
+                if (!state.filter) return true;
+                const q = state.filter.toLowerCase();
+                if ((s.url || '').toLowerCase().includes(q) || (s.model || '').toLowerCase().includes(q)) return true;
+                const raw = source.rawText(s.id);
+                return raw !== null && raw.toLowerCase().includes(q);
+              }
+              function visible() {
+                const shown = state.summaries.filter(matches);
+                return live ? shown.slice().reverse() : shown; // the live view shows the newest first
+              }
+              let rendered = [];
+              function renderList() {
+                rendered = visible();
+                clear(list);
+                const table = el('table');
+                const tr = el('tr');
+                for (const c of COLUMNS) tr.appendChild(el('th', null, c));
+                add(table, add(el('thead'), tr));
+                const body = el('tbody');
+                table.appendChild(body);
+                list.appendChild(table);
+                // Rows are made in slices as the list scrolls: a report of 10,000 exchanges opens at once.
+                let made = 0;
+                function more() {
+                  const until = Math.min(rendered.length, made + 200);
+                  for (; made < until; made++) body.appendChild(row(rendered[made]));
+                }
+                more();
+                list.onscroll = () => {
+                  if (list.scrollTop + list.clientHeight > list.scrollHeight - 400) more();
+                };
+                list.more = more;
+              }
+              function row(s) {
+                const tr = el('tr', 'row outcome-' + (s.in_flight ? 'in_flight' : (s.outcome || 'unknown')));
+                tr.dataset.id = s.id;
+                if (s.error) tr.classList.add('has-error');
+                if (state.selected === s.id) tr.classList.add('selected');
+                for (const c of cells(s)) tr.appendChild(el('td', null, c));
+                tr.onclick = () => select(s.id);
+                return tr;
+              }
+              function refreshRow(s) {
+                const tr = list.querySelector('tr[data-id="' + CSS.escape(s.id) + '"]');
+                if (tr) tr.replaceWith(row(s));
+              }
+              function moveSelection(step) {
+                if (rendered.length === 0) return;
+                let i = rendered.findIndex(s => s.id === state.selected);
+                i = i < 0 ? 0 : Math.max(0, Math.min(rendered.length - 1, i + step));
+                while (list.more && i >= list.querySelectorAll('tbody tr').length) list.more();
+                select(rendered[i].id);
+                const tr = list.querySelector('tr[data-id="' + CSS.escape(rendered[i].id) + '"]');
+                if (tr) tr.scrollIntoView({block: 'nearest'});
+              }
+              document.addEventListener('keydown', e => {
+                if (e.target === search) return;
+                if (e.key === 'ArrowDown' || e.key === 'j') { moveSelection(1); e.preventDefault(); }
+                if (e.key === 'ArrowUp' || e.key === 'k') { moveSelection(-1); e.preventDefault(); }
+                if (e.key === 'Enter' && state.selected) select(state.selected);
+                if (e.key === '/') { search.focus(); e.preventDefault(); }
+              });
+              let filterTimer = null;
+              search.oninput = () => {
+                clearTimeout(filterTimer);
+                filterTimer = setTimeout(() => { state.filter = search.value.trim(); renderList(); }, 150);
+              };
+              outcomeSelect.onchange = () => { state.outcome = outcomeSelect.value; renderList(); };
+
+              // --- selecting one ---
+              async function select(id) {
+                state.selected = id;
+                for (const tr of list.querySelectorAll('tr.selected')) tr.classList.remove('selected');
+                const tr = list.querySelector('tr[data-id="' + CSS.escape(id) + '"]');
+                if (tr) tr.classList.add('selected');
+                if (state.follow) { state.follow.close(); state.follow = null; }
+                const s = state.byId.get(id);
+                clear(detail);
+                detail.appendChild(el('div', 'loading', 'loading…'));
+                const x = (await source.get(id)) || s;
+                const format = x && formatOf(x);
+                const earlier = format ? await earlierCount(x, readRequest(format, parseJson(x.request_body))) : 0;
+                if (state.selected !== id) return;
+                showDetail(x, earlier);
+                if (live && s && s.in_flight) follow(id);
+              }
+
+              // --- reading requests: the five formats, as a reader sees them ---
+              function formatOf(x) {
+                let path = '';
+                try { path = new URL(x.upstream_url || x.url).pathname.replace(/\\/+$/, ''); } catch (e) { path = ''; }
+                if (path.endsWith('/chat/completions')) return 'openai-chat';
+                if (path.endsWith('/responses')) return 'openai-responses';
+                if (path.endsWith('/messages')) return 'anthropic';
+                if (path.endsWith('/api/chat') || path.endsWith('/api/generate')) return 'ollama';
+                if (path.includes(':generateContent') || path.includes(':streamGenerateContent')) return 'gemini';
+                return null;
+              }
+              function payload(kind, data, mediaType) {
+                // A base64 payload shows as its type and size, never its bytes.
+                if (typeof data === 'string' && data.startsWith('[base64 ')) return {kind, text: data};
+                let type = mediaType || '';
+                let text = typeof data === 'string' ? data : '';
+                const m = /^data:([^;,]*);base64,/.exec(text);
+                if (m) { type = type || m[1]; text = text.slice(m[0].length); }
+                if (/^https?:/.test(text)) return {kind, text: '[' + kind + ' ' + (type || 'link') + ': ' + text + ']'};
+                const bytes = Math.floor(text.length * 3 / 4);
+                const size = bytes >= 1048576 ? (bytes / 1048576).toFixed(1) + ' MB' : (bytes / 1024).toFixed(1) + ' KB';
+                return {kind, text: '[' + kind + ' ' + (type || 'data') + ', ' + size + ']'};
+              }
+              function textOf(v) {
+                if (typeof v === 'string') return v;
+                if (Array.isArray(v)) return v.map(p => typeof p === 'string' ? p : (p && (p.text || p.content)) || '').join('');
+                if (v && typeof v === 'object') return JSON.stringify(v, null, 2);
+                return v === undefined || v === null ? '' : String(v);
+              }
+              function args(v) {
+                if (typeof v === 'string') { const j = parseJson(v); return j === null ? v : JSON.stringify(j, null, 2); }
+                return JSON.stringify(v === undefined ? {} : v, null, 2);
+              }
+              // Content parts of OpenAI chat, Responses and Anthropic blocks.
+              function parts(content) {
+                if (content === null || content === undefined) return [];
+                if (typeof content === 'string') return [{kind: 'text', text: content}];
+                if (!Array.isArray(content)) return [{kind: 'other', text: JSON.stringify(content, null, 2)}];
+                const out = [];
+                for (const p of content) {
+                  if (typeof p === 'string') { out.push({kind: 'text', text: p}); continue; }
+                  const t = p && p.type;
+                  if (t === 'text' || t === 'input_text' || t === 'output_text') out.push({kind: 'text', text: p.text || ''});
+                  else if (t === 'image_url') out.push(payload('image', p.image_url && (p.image_url.url || p.image_url)));
+                  else if (t === 'input_image') out.push(payload('image', p.image_url || p.file_id));
+                  else if (t === 'image') out.push(payload('image', p.source && (p.source.data || p.source.url), p.source && p.source.media_type));
+                  else if (t === 'document') out.push(payload('document', p.source && (p.source.data || p.source.url), p.source && p.source.media_type));
+                  else if (t === 'input_audio') out.push(payload('audio', p.input_audio && p.input_audio.data, p.input_audio && ('audio/' + p.input_audio.format)));
+                  else if (t === 'file' || t === 'input_file') out.push(payload('file', (p.file && p.file.file_data) || p.file_data || p.file_id, p.filename));
+                  else if (t === 'refusal') out.push({kind: 'text', text: '[refusal] ' + (p.refusal || '')});
+                  else if (t === 'tool_use' || t === 'server_tool_use' || t === 'mcp_tool_use') out.push({kind: 'tool_call', name: p.name, text: args(p.input)});
+                  else if (t === 'tool_result' || t === 'web_search_tool_result' || t === 'mcp_tool_result') {
+                    out.push({kind: 'tool_result', name: p.tool_use_id, text: textOf(p.content)});
+                  } else if (t === 'thinking') out.push({kind: 'thinking', text: p.thinking || ''});
+                  else if (t === 'redacted_thinking') out.push({kind: 'thinking', text: '[redacted thinking]'});
+                  else out.push({kind: 'other', text: JSON.stringify(p, null, 2)});
+                }
+                return out;
+              }
+              function geminiParts(ps) {
+                const out = [];
+                for (const p of ps || []) {
+                  if (p.text !== undefined) out.push({kind: p.thought ? 'thinking' : 'text', text: p.text});
+                  else if (p.inlineData) out.push(payload(p.inlineData.mimeType && p.inlineData.mimeType.startsWith('audio') ? 'audio' : 'image', p.inlineData.data, p.inlineData.mimeType));
+                  else if (p.fileData) out.push(payload('file', p.fileData.fileUri, p.fileData.mimeType));
+                  else if (p.functionCall) out.push({kind: 'tool_call', name: p.functionCall.name, text: args(p.functionCall.args)});
+                  else if (p.functionResponse) out.push({kind: 'tool_result', name: p.functionResponse.name, text: args(p.functionResponse.response)});
+                  else out.push({kind: 'other', text: JSON.stringify(p, null, 2)});
+                }
+                return out;
+              }
+              // The request as {system, messages: [{role, parts}], tools: [{name, description, schema}], params}.
+              function readRequest(format, body) {
+                const r = {system: [], messages: [], tools: [], params: {}};
+                if (!body || typeof body !== 'object') return r;
+                const param = (name, value) => { if (value !== undefined && value !== null) r.params[name] = value; };
+                param('model', body.model);
+                param('stream', body.stream);
+                param('temperature', body.temperature);
+                param('top_p', body.top_p);
+                if (format === 'openai-chat' || format === 'ollama') {
+                  param('max_tokens', body.max_completion_tokens !== undefined ? body.max_completion_tokens : body.max_tokens);
+                  param('reasoning_effort', body.reasoning_effort);
+                  if (body.options) param('options', JSON.stringify(body.options));
+                  if (format === 'ollama' && body.prompt !== undefined) {
+                    if (body.system) r.system.push({kind: 'text', text: body.system});
+                    r.messages.push({role: 'user', parts: [{kind: 'text', text: body.prompt}]});
+                  }
+                  for (const m of body.messages || []) {
+                    const ps = parts(m.content);
+                    for (const img of m.images || []) ps.push(payload('image', img));
+                    for (const c of m.tool_calls || []) ps.push({kind: 'tool_call', name: c.function && c.function.name, text: args(c.function && c.function.arguments)});
+                    if (m.role === 'system' || m.role === 'developer') r.system.push(...ps);
+                    else r.messages.push({role: m.role === 'tool' ? 'tool' : m.role, parts: m.role === 'tool' ? [{kind: 'tool_result', name: m.tool_call_id || m.name, text: textOf(m.content)}] : ps});
+                  }
+                  for (const t of body.tools || []) {
+                    const f = t.function || t;
+                    r.tools.push({name: f.name, description: f.description, schema: f.parameters});
+                  }
+                } else if (format === 'openai-responses') {
+                  param('max_tokens', body.max_output_tokens);
+                  if (body.reasoning) param('reasoning', JSON.stringify(body.reasoning));
+                  if (body.instructions) r.system.push({kind: 'text', text: body.instructions});
+                  const input = typeof body.input === 'string' ? [{role: 'user', content: body.input}] : (body.input || []);
+                  for (const item of input) {
+                    const t = item.type;
+                    if (t === 'function_call' || t === 'custom_tool_call') r.messages.push({role: 'assistant', parts: [{kind: 'tool_call', name: item.name, text: args(item.arguments !== undefined ? item.arguments : item.input)}]});
+                    else if (t === 'function_call_output' || t === 'custom_tool_call_output') r.messages.push({role: 'tool', parts: [{kind: 'tool_result', name: item.call_id, text: textOf(item.output)}]});
+                    else if (t === 'reasoning') r.messages.push({role: 'assistant', parts: [{kind: 'thinking', text: (item.summary || []).map(s => s.text).join('\\n') || '[encrypted reasoning]'}]});
+                    else if (item.role === 'system' || item.role === 'developer') r.system.push(...parts(item.content));
+                    else if (item.role) r.messages.push({role: item.role, parts: parts(item.content)});
+                    else r.messages.push({role: 'other', parts: [{kind: 'other', text: JSON.stringify(item, null, 2)}]});
+                  }
+                  for (const t of body.tools || []) r.tools.push({name: t.name || t.type, description: t.description, schema: t.parameters || t.format});
+                } else if (format === 'anthropic') {
+                  param('max_tokens', body.max_tokens);
+                  if (body.thinking) param('thinking', JSON.stringify(body.thinking));
+                  r.system.push(...parts(body.system));
+                  for (const m of body.messages || []) r.messages.push({role: m.role, parts: parts(m.content)});
+                  for (const t of body.tools || []) r.tools.push({name: t.name, description: t.description, schema: t.input_schema || t});
+                } else if (format === 'gemini') {
+                  const g = body.generationConfig || {};
+                  param('max_tokens', g.maxOutputTokens);
+                  param('temperature', g.temperature);
+                  param('top_p', g.topP);
+                  if (body.systemInstruction) r.system.push(...geminiParts(body.systemInstruction.parts));
+                  for (const c of body.contents || []) r.messages.push({role: c.role === 'model' ? 'assistant' : (c.role || 'user'), parts: geminiParts(c.parts)});
+                  for (const t of body.tools || []) for (const f of t.functionDeclarations || []) r.tools.push({name: f.name, description: f.description, schema: f.parameters});
+                }
+                return r;
+              }
+              // What a reader sees of a message: agents resend history with other bytes (a dropped
+              // cache_control, a one-block array turned into a string), so compare this, not the bytes.
+              function seen(m) {
+                return m.role + '\\u0000' + m.parts.map(p => p.kind + ':' + (p.name || '') + ':' + p.text).join('\\u0001');
+              }
+              async function earlierCount(x, request) {
+                const idx = state.summaries.findIndex(s => s.id === x.id);
+                const mine = request.messages.map(seen);
+                const system = request.system.map(p => p.text).join('\\n');
+                let best = 0;
+                for (let i = idx - 1, looked = 0; i >= 0 && looked < 200; i--) {
+                  const s = state.summaries[i];
+                  if (!s || (s.model || '') !== (x.model || '') || formatOf(s) !== formatOf(x)) continue;
+                  looked++;
+                  const other = await source.get(s.id);
+                  if (!other) continue;
+                  const theirs = readRequest(formatOf(other), parseJson(other.request_body));
+                  if (theirs.system.map(p => p.text).join('\\n') !== system) continue;
+                  const seenTheirs = theirs.messages.map(seen);
+                  if (seenTheirs.length === 0 || seenTheirs.length >= mine.length) continue;
+                  let k = 0;
+                  while (k < seenTheirs.length && seenTheirs[k] === mine[k]) k++;
+                  if (k === seenTheirs.length && k > best) best = k;
+                  if (best > 0) break; // the nearest earlier turn
+                }
+                return best;
+              }
+
+              // --- the detail ---
+              function showDetail(x, earlier) {
+                clear(detail);
+                if (!x) { detail.appendChild(el('div', 'empty', 'not found')); return; }
+                const top = el('div', 'top');
+                const outcome = x.in_flight ? 'in flight' : x.outcome;
+                add(top, el('span', 'method', x.method), el('span', 'url', x.url),
+                    outcome ? el('span', 'badge outcome-' + (x.in_flight ? 'in_flight' : x.outcome), outcome) : null,
+                    x.status ? el('span', 'status', x.status) : null);
+                detail.appendChild(top);
+                if (x.error) detail.appendChild(el('div', 'error', x.error));
+                const tabs = el('div', 'tabs');
+                const convTab = el('button', 'tab', 'Conversation');
+                const rawTab = el('button', 'tab', 'Raw');
+                const pane = el('div', 'pane');
+                const format = formatOf(x);
+                add(tabs, format ? convTab : null, rawTab);
+                detail.appendChild(tabs);
+                detail.appendChild(pane);
+                function show(which) {
+                  clear(pane);
+                  convTab.classList.toggle('on', which === 'conv');
+                  rawTab.classList.toggle('on', which === 'raw');
+                  pane.appendChild(which === 'conv' ? conversation(x, format, earlier) : raw(x));
+                }
+                convTab.onclick = () => show('conv');
+                rawTab.onclick = () => show('raw');
+                show(format ? 'conv' : 'raw');
+              }
+              function partView(p) {
+                const cls = 'part ' + p.kind;
+                if (p.kind === 'tool_call') return add(el('div', cls), el('div', 'label', 'tool call: ' + (p.name || '')), el('pre', 'text', p.text));
+                if (p.kind === 'tool_result') return add(el('div', cls), el('div', 'label', 'tool result' + (p.name ? ' (' + p.name + ')' : '')), el('pre', 'text', p.text));
+                if (p.kind === 'thinking') return collapsible('thinking', el('pre', 'text', p.text), false);
+                if (p.kind === 'image' || p.kind === 'audio' || p.kind === 'file' || p.kind === 'document') return el('div', cls + ' placeholder', p.text);
+                return el('pre', 'text ' + cls, p.text);
+              }
+              function messageView(m) {
+                const box = el('div', 'message role-' + m.role);
+                box.appendChild(el('div', 'role', m.role));
+                for (const p of m.parts) box.appendChild(partView(p));
+                return box;
+              }
+              function conversation(x, format, earlier) {
+                const root = el('div', 'conversation');
+                const body = parseJson(x.request_body);
+                if (x.request_body && body === null) root.appendChild(el('div', 'problem', 'the request body is not JSON: see Raw'));
+                const request = readRequest(format, body);
+                const params = el('div', 'params');
+                for (const [k, v] of Object.entries(request.params)) params.appendChild(el('span', 'param', k + ': ' + v));
+                root.appendChild(params);
+                if (request.system.length) {
+                  const sys = el('div', 'message role-system');
+                  sys.appendChild(el('div', 'role', 'system'));
+                  for (const p of request.system) sys.appendChild(partView(p));
+                  root.appendChild(sys);
+                }
+                if (request.tools.length) {
+                  const tools = el('div', 'tools');
+                  for (const t of request.tools) {
+                    tools.appendChild(add(el('div', 'tool'), el('span', 'tool-name', t.name || ''), el('span', 'tool-description', t.description || ''),
+                                          t.schema ? collapsible('schema', el('pre', 'text', JSON.stringify(t.schema, null, 2)), false) : null));
+                  }
+                  root.appendChild(collapsible(request.tools.length + ' tools offered', tools, false));
+                }
+                const messages = el('div', 'messages');
+                if (earlier > 0) {
+                  const folded = el('div', 'earlier');
+                  for (const m of request.messages.slice(0, earlier)) folded.appendChild(messageView(m));
+                  const d = collapsible(earlier + (earlier === 1 ? ' earlier message' : ' earlier messages'), folded, false);
+                  d.classList.add('earlier-messages');
+                  messages.appendChild(d);
+                }
+                for (const m of request.messages.slice(earlier)) messages.appendChild(messageView(m));
+                root.appendChild(messages);
+                root.appendChild(answer(x));
+                return root;
+              }
+              function answer(x) {
+                const box = el('div', 'message role-assistant answer');
+                box.id = 'answer';
+                box.appendChild(el('div', 'role', x.in_flight ? 'answer (streaming…)' : 'answer'));
+                if (x.reasoning_text) box.appendChild(collapsible('reasoning', el('pre', 'text reasoning', x.reasoning_text), false));
+                const text = el('pre', 'text answer-text', x.response_text || '');
+                text.id = 'answer-text';
+                box.appendChild(text);
+                if (x.tool_calls) {
+                  for (const line of String(x.tool_calls).split('\\n')) {
+                    const open = line.indexOf('(');
+                    const name = open > 0 ? line.slice(0, open) : line;
+                    const a = open > 0 && line.endsWith(')') ? line.slice(open + 1, -1) : '';
+                    box.appendChild(partView({kind: 'tool_call', name, text: args(a)}));
+                  }
+                }
+                const facts = [];
+                if (x.stop_reason) facts.push('stop: ' + x.stop_reason);
+                for (const k of ['input_tokens', 'output_tokens', 'cached_tokens', 'cache_write_tokens', 'reasoning_tokens']) {
+                  if (x[k] !== undefined && x[k] !== null && x[k] !== '') facts.push(k.replace('_tokens', '') + ' tokens: ' + x[k]);
+                }
+                if (facts.length) box.appendChild(el('div', 'facts', facts.join(' · ')));
+                return box;
+              }
+              function pretty(text) {
+                if (!text) return '';
+                const j = parseJson(text);
+                if (j !== null) return JSON.stringify(j, null, 2);
+                if (/^(data|event):/m.test(text)) {
+                  return text.split(/\\r?\\n\\r?\\n/).filter(e => e.trim()).map(e => e.split(/\\r?\\n/).map(l => {
+                    const d = /^data: ?(.*)$/.exec(l);
+                    const inner = d && parseJson(d[1]);
+                    return inner !== null && inner !== undefined && d ? 'data: ' + JSON.stringify(inner) : l;
+                  }).join('\\n')).join('\\n');
+                }
+                return text;
+              }
+              function copyButton(label, text) {
+                const b = el('button', 'copy', label);
+                b.onclick = () => {
+                  const done = () => { b.textContent = 'copied'; setTimeout(() => { b.textContent = label; }, 1200); };
+                  if (navigator.clipboard) navigator.clipboard.writeText(text).then(done, () => fallbackCopy(text, done));
+                  else fallbackCopy(text, done);
+                };
+                return b;
+              }
+              function fallbackCopy(text, done) {
+                const t = el('textarea');
+                t.value = text;
+                document.body.appendChild(t);
+                t.select();
+                try { document.execCommand('copy'); done(); } finally { t.remove(); }
+              }
+              const SECRET = /^(authorization|proxy-authorization|x-api-key|api-key|apikey|cookie|ocp-apim-subscription-key|x-amz-security-token|cf-aig-authorization|x-auth-token|.*-api-key)$/i;
+              function curl(x) {
+                const q = s => "'" + String(s).replace(/'/g, "'\\\\''") + "'";
+                const lines = ['curl -X ' + (x.method || 'GET') + ' ' + q(x.url)];
+                for (const h of String(x.request_headers || '').split('\\n')) {
+                  const c = h.indexOf(':');
+                  if (c <= 0) continue;
+                  const name = h.slice(0, c);
+                  if (/^(host|content-length|connection|accept-encoding)$/i.test(name)) continue;
+                  const value = SECRET.test(name) || h.includes('[set by llmproxy]') ? '$' + name.toUpperCase().replace(/[^A-Z0-9]/g, '_') : h.slice(c + 1).trim();
+                  lines.push('  -H ' + (value.startsWith('$') ? '"' + name + ': ' + value + '"' : q(name + ': ' + value)));
+                }
+                if (x.request_body) lines.push('  --data-binary ' + q(x.request_body));
+                return lines.join(' \\\\\\n');
+              }
+              function raw(x) {
+                const root = el('div', 'raw');
+                const section = (title, text, extra) => {
+                  const box = el('div', 'box');
+                  add(box, add(el('div', 'raw-title'), el('span', null, title), copyButton('copy', text || ''), extra), el('pre', 'text', text || ''));
+                  return box;
+                };
+                root.appendChild(section('request headers', x.request_headers || '(not logged)', copyButton('copy as curl', curl(x))));
+                root.appendChild(section('request body', pretty(x.request_body)));
+                root.appendChild(section('response headers', x.response_headers || '(not logged)'));
+                root.appendChild(section('response body', pretty(x.response_body)));
+                const facts = [];
+                for (const k of ['id', 'time', 'upstream_url', 'duration_ms', 'ttfb_ms', 'request_bytes', 'response_bytes']) {
+                  if (x[k] !== undefined && x[k] !== null && x[k] !== '') facts.push(k + ': ' + x[k]);
+                }
+                root.appendChild(el('pre', 'text facts', facts.join('\\n')));
+                return root;
+              }
+
+              // --- where exchanges come from: the embedded records of a report, or the live feed ---
+              const source = live ? liveSource() : reportSource();
+              function reportSource() {
+                const nodes = document.querySelectorAll('script.llmproxy-record');
+                const byId = new Map();
+                nodes.forEach(n => byId.set(n.dataset.id, n));
+                state.summaries = JSON.parse(document.getElementById('llmproxy-summaries').textContent);
+                for (const s of state.summaries) state.byId.set(s.id, s);
+                return {
+                  rawText: id => { const n = byId.get(id); return n ? n.textContent : null; },
+                  get: id => {
+                    if (!state.full.has(id)) { const n = byId.get(id); state.full.set(id, n ? JSON.parse(n.textContent) : null); }
+                    return Promise.resolve(state.full.get(id));
+                  },
+                };
+              }
+              function liveSource() {
+                const feed = new EventSource('/feed');
+                let pending = false;
+                const later = () => { if (!pending) { pending = true; setTimeout(() => { pending = false; renderList(); }, 100); } };
+                feed.addEventListener('exchange', e => {
+                  const s = JSON.parse(e.data);
+                  const known = state.byId.get(s.id);
+                  const ended = known && known.in_flight && !s.in_flight;
+                  if (known) {
+                    Object.assign(known, s);
+                    refreshRow(known);
+                  } else {
+                    state.summaries.push(s);
+                    state.byId.set(s.id, s);
+                    later();
+                  }
+                  if (ended && state.selected === s.id) select(s.id);
+                });
+                feed.addEventListener('evicted', e => {
+                  const id = JSON.parse(e.data).id;
+                  state.summaries = state.summaries.filter(s => s.id !== id);
+                  state.byId.delete(id);
+                  state.full.delete(id);
+                  later();
+                });
+                setInterval(() => {
+                  for (const s of state.summaries) if (s.in_flight) refreshRow(s);
+                }, 500);
+                return {
+                  rawText: id => { const x = state.full.get(id); return x ? JSON.stringify(x) : null; },
+                  get: async id => {
+                    if (state.full.has(id)) return state.full.get(id);
+                    const r = await fetch('/exchange?id=' + encodeURIComponent(id));
+                    if (!r.ok) return null;
+                    const x = await r.json();
+                    if (!x.in_flight) state.full.set(id, x);
+                    return x;
+                  },
+                };
+              }
+              function follow(id) {
+                // The answer of the exchange on screen grows while it streams: pushed, not polled.
+                const f = new EventSource('/follow?id=' + encodeURIComponent(id));
+                state.follow = f;
+                f.addEventListener('progress', e => {
+                  if (state.selected !== id) return;
+                  const p = JSON.parse(e.data);
+                  const text = document.getElementById('answer-text');
+                  if (text) text.textContent = p.response_text || '';
+                });
+                f.addEventListener('done', () => { f.close(); if (state.follow === f) state.follow = null; });
+              }
+              renderList();
+              if (!live && state.summaries.length) select(state.summaries[state.summaries.length - 1].id);
+            })();
+            """;
+
+        private static final String CSS_HASH = sha256(CSS);
+        private static final String JS_HASH = sha256(JS);
+
+        private static String sha256(String text) {
+            try {
+                byte[] digest = java.security.MessageDigest.getInstance("SHA-256").digest(text.getBytes(StandardCharsets.UTF_8));
+                return "'sha256-" + java.util.Base64.getEncoder().encodeToString(digest) + "'";
+            } catch (java.security.NoSuchAlgorithmException e) {
+                throw new IllegalStateException("every JDK has SHA-256", e);
+            }
+        }
+
+        /** The policy: this page's own style and script, data only from its origin when live, nothing else. */
+        static String contentSecurityPolicy(boolean live) {
+            return "default-src 'none'; style-src " + CSS_HASH + "; script-src " + JS_HASH + "; connect-src "
+                    + (live ? "'self'" : "'none'") + "; img-src 'none'; base-uri 'none'; form-action 'none'";
+        }
+
+        /** The page up to its data: head, policy, style, and the element the script fills. */
+        static void open(Writer out, String title, boolean live) throws IOException {
+            out.write("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+                    + "<meta http-equiv=\"Content-Security-Policy\" content=\"" + contentSecurityPolicy(live) + "\">\n"
+                    + "<meta name=\"referrer\" content=\"no-referrer\">\n<title>" + html(title) + "</title>\n<style>"
+                    + CSS + "</style></head>\n<body><div id=\"app\"></div>\n");
+        }
+
+        /** One JSON document in a script element that never runs and that nothing in the data can end. */
+        static void data(Writer out, String attributes, String json) throws IOException {
+            out.write("<script type=\"application/json\" " + attributes + ">");
+            int run = 0;
+            for (int i = 0; i < json.length(); i++) {
+                char c = json.charAt(i);
+                if (c == '<' || c == '>' || c == '&') { // inside JSON strings only: "\u003c" reads the same
+                    out.write(json, run, i - run);
+                    out.write(c == '<' ? "\\u003c" : c == '>' ? "\\u003e" : "\\u0026");
+                    run = i + 1;
+                }
+            }
+            out.write(json, run, json.length() - run);
+            out.write("</script>\n");
+        }
+
+        /** The script, last, once the data above it is in the document. */
+        static void close(Writer out) throws IOException {
+            out.write("<script>" + JS + "</script>\n</body></html>\n");
+        }
+
+        /** Text for an HTML attribute or element. */
+        static String html(String text) {
+            StringBuilder out = new StringBuilder(text.length());
+            for (int i = 0; i < text.length(); i++) {
+                char c = text.charAt(i);
+                switch (c) {
+                    case '<' -> out.append("&lt;");
+                    case '>' -> out.append("&gt;");
+                    case '&' -> out.append("&amp;");
+                    case '"' -> out.append("&quot;");
+                    case '\'' -> out.append("&#39;");
+                    default -> out.append(c);
+                }
+            }
+            return out.toString();
+        }
+    }
+
+    /**
+     * {@code llmproxy view LOG}: writes one self-contained HTML file of a log, CSV or JSONL, any
+     * column set. Records go into the page one by one as they are read, so a log of any size
+     * needs little memory; the page shows each record's conversation, reading the answer itself
+     * (with the LLM columns' reader) when the log has only the bodies.
+     */
+    static final class Report {
+        private Report() {}
+
+        /** Columns the list shows, kept apart so that the page opens without reading every record. */
+        private static final List<String> SUMMARY = List.of("id", "time", "method", "url", "upstream_url", "status",
+                "outcome", "error", "duration_ms", "ttfb_ms", "model", "input_tokens", "output_tokens");
+
+        static Path defaultOutput(Path log) {
+            String name = log.getFileName() == null ? "log" : log.getFileName().toString();
+            int dot = name.lastIndexOf('.');
+            return log.resolveSibling((dot > 0 ? name.substring(0, dot) : name) + ".html");
+        }
+
+        static int write(Path log, Path output, PrintStream out, PrintStream err) {
+            List<String> problems = new ArrayList<>();
+            List<Map<String, Object>> summaries = new ArrayList<>();
+            try (var in = Files.newBufferedReader(log, StandardCharsets.UTF_8);
+                 Writer html = Files.newBufferedWriter(output, StandardCharsets.UTF_8)) {
+                ViewerPage.open(html, "llmproxy: " + log.getFileName(), false);
+                RecordSource records = RecordSource.of(in, log, problems);
+                for (Map<String, Object> record; (record = records.next()) != null; ) {
+                    complete(record, summaries.size() + 1);
+                    Map<String, Object> summary = new LinkedHashMap<>();
+                    for (String column : SUMMARY) {
+                        if (record.get(column) != null) {
+                            summary.put(column, record.get(column));
+                        }
+                    }
+                    summaries.add(summary);
+                    ViewerPage.data(html, "class=\"llmproxy-record\" data-id=\"" + ViewerPage.html(String.valueOf(record.get("id")))
+                            + "\"", Json.write(record));
+                }
+                ViewerPage.data(html, "id=\"llmproxy-summaries\"", Json.write(summaries));
+                Map<String, Object> meta = new LinkedHashMap<>();
+                meta.put("source", "report");
+                meta.put("title", log.toString() + " (" + summaries.size() + " exchanges)");
+                meta.put("problems", problems);
+                ViewerPage.data(html, "id=\"llmproxy-meta\"", Json.write(meta));
+                ViewerPage.close(html);
+            } catch (NoSuchFileException e) {
+                err.println("llmproxy: view: no such file: " + e.getFile());
+                return 1;
+            } catch (NotALog e) {
+                err.println("llmproxy: view: " + e.getMessage());
+                try {
+                    Files.deleteIfExists(output);
+                } catch (IOException ignored) {
+                    // the message above says what matters
+                }
+                return 1;
+            } catch (IOException | java.io.UncheckedIOException e) {
+                err.println("llmproxy: view: cannot write " + output + " from " + log + ": " + e.getMessage());
+                return 1;
+            }
+            for (String problem : problems) {
+                err.println("llmproxy: view: " + log + ": " + problem);
+            }
+            out.println(output.toAbsolutePath());
+            return 0;
+        }
+
+        /** Gives a record an id if it has none, and the LLM columns read from its bodies if the log lacks them. */
+        static void complete(Map<String, Object> record, int number) {
+            record.putIfAbsent("id", "#" + number);
+            if (!record.containsKey("response_text") && (record.get("request_body") != null || record.get("response_body") != null)) {
+                Object upstream = record.get("upstream_url");
+                String url = upstream instanceof String u && !u.isEmpty() ? u : String.valueOf(record.get("url"));
+                Llm llm = Conversation.read(url, bytes(record.get("request_body")), null, bytes(record.get("response_body")));
+                record.putIfAbsent("model", llm.model());
+                record.put("stream", llm.stream());
+                record.put("response_text", llm.text());
+                record.put("reasoning_text", llm.reasoning());
+                record.put("tool_calls", llm.toolCalls());
+                record.put("input_tokens", llm.inputTokens());
+                record.put("output_tokens", llm.outputTokens());
+                record.put("cached_tokens", llm.cachedTokens());
+                record.put("stop_reason", llm.stopReason());
+                record.put("reasoning_tokens", llm.reasoningTokens());
+                record.put("cache_write_tokens", llm.cacheWriteTokens());
+                record.values().removeIf(Objects::isNull);
+            }
+        }
+
+        private static byte[] bytes(Object text) {
+            return text instanceof String s ? s.getBytes(StandardCharsets.UTF_8) : null;
+        }
+
+        /** A file that is no llmproxy log. */
+        static final class NotALog extends IOException {
+            @Serial
+            private static final long serialVersionUID = 1L;
+
+            NotALog(String message) {
+                super(message);
+            }
+        }
+
+        /** Records of a CSV or JSONL log, as column -> value; what cannot be read is noted, the rest goes on. */
+        interface RecordSource {
+            Map<String, Object> next() throws IOException;
+
+            static RecordSource of(java.io.BufferedReader in, Path log, List<String> problems) throws IOException {
+                in.mark(1);
+                int first = in.read();
+                in.reset();
+                return first == '{' ? jsonl(in, problems) : csv(in, log, problems);
+            }
+
+            private static RecordSource csv(java.io.BufferedReader in, Path log, List<String> problems) throws IOException {
+                Csv.Reader reader = new Csv.Reader(in);
+                List<String> header = reader.next();
+                List<String> known = List.of(Column.values()).stream().map(Column::header).toList();
+                if (header == null || header.stream().noneMatch(known::contains)) {
+                    throw new NotALog(log + " is not a log written by llmproxy: its first line names none of its columns ("
+                            + String.join(",", known.subList(0, 4)) + ", …)");
+                }
+                Set<String> numeric = new HashSet<>();
+                for (Column c : Column.values()) {
+                    if (c.unquoted() && c != Column.STREAM) {
+                        numeric.add(c.header());
+                    }
+                }
+                return () -> {
+                    List<String> fields = reader.next();
+                    if (fields == null) {
+                        if (reader.truncated()) {
+                            problems.add("the last record is cut short (the file ends inside it); it is left out");
+                        }
+                        return null;
+                    }
+                    Map<String, Object> record = new LinkedHashMap<>();
+                    for (int i = 0; i < header.size() && i < fields.size(); i++) {
+                        String value = fields.get(i);
+                        if (value.isEmpty()) {
+                            continue;
+                        }
+                        String column = header.get(i);
+                        record.put(column, numeric.contains(column) && value.matches("-?[0-9]{1,18}") ? (Object) Long.valueOf(value)
+                                : column.equals("stream") ? (Object) Boolean.valueOf(value) : value);
+                    }
+                    return record;
+                };
+            }
+
+            private static RecordSource jsonl(java.io.BufferedReader in, List<String> problems) {
+                int[] line = {0};
+                return () -> {
+                    for (String text; (text = in.readLine()) != null; ) {
+                        line[0]++;
+                        if (text.isBlank()) {
+                            continue;
+                        }
+                        try {
+                            if (Json.parse(text) instanceof Map<?, ?> map) {
+                                Map<String, Object> record = new LinkedHashMap<>();
+                                map.forEach((k, v) -> {
+                                    if (v != null) {
+                                        record.put(String.valueOf(k), v);
+                                    }
+                                });
+                                return record;
+                            }
+                            problems.add("line " + line[0] + " is not a JSON object; it is left out");
+                        } catch (IllegalArgumentException e) {
+                            problems.add("line " + line[0] + " is not a whole JSON record (" + e.getMessage()
+                                    + "); it is left out");
+                        }
+                    }
+                    return null;
+                };
+            }
+        }
+    }
+
     // --- small utilities ---
 
     /** RFC 4180 CSV: a field is quoted only when it holds a comma, quote, CR or LF. */
@@ -4040,6 +4962,82 @@ public final class LlmProxy {
 
         private static boolean needsQuotes(char c) {
             return c == ',' || c == '"' || c == '\r' || c == '\n';
+        }
+
+        /**
+         * Reads RFC 4180 records one at a time: quoted fields with commas, quotes and line ends
+         * inside. A last record that the file cuts short (inside quotes, or without its CRLF) is
+         * not returned as if whole: {@link #truncated()} says so.
+         */
+        static final class Reader {
+            private final java.io.Reader in;
+            private int peeked = -2;
+            private boolean truncated;
+
+            Reader(java.io.Reader in) {
+                this.in = in;
+            }
+
+            /** The next record's fields, or null at the end of the file. */
+            List<String> next() throws IOException {
+                if (peek() < 0) {
+                    return null;
+                }
+                List<String> fields = new ArrayList<>();
+                StringBuilder field = new StringBuilder();
+                while (true) {
+                    int c = read();
+                    if (c == '"' && field.isEmpty()) {
+                        while (true) { // a quoted field, to its closing quote
+                            int q = read();
+                            if (q < 0) {
+                                truncated = true;
+                                return null;
+                            }
+                            if (q == '"') {
+                                if (peek() != '"') {
+                                    break;
+                                }
+                                read();
+                            }
+                            field.append((char) q);
+                        }
+                    } else if (c == ',') {
+                        fields.add(field.toString());
+                        field.setLength(0);
+                    } else if (c == '\r' && peek() == '\n') {
+                        read();
+                        fields.add(field.toString());
+                        return fields;
+                    } else if (c == '\n') { // a bare LF ends a record too, as spreadsheets write them
+                        fields.add(field.toString());
+                        return fields;
+                    } else if (c < 0) {
+                        truncated = true; // the last record lacks its line end: written in part
+                        return null;
+                    } else {
+                        field.append((char) c);
+                    }
+                }
+            }
+
+            /** True when the file ended inside its last record. */
+            boolean truncated() {
+                return truncated;
+            }
+
+            private int peek() throws IOException {
+                if (peeked == -2) {
+                    peeked = in.read();
+                }
+                return peeked;
+            }
+
+            private int read() throws IOException {
+                int c = peek();
+                peeked = -2;
+                return c;
+            }
         }
 
         /**

@@ -242,6 +242,8 @@ public final class LlmProxy {
                                              default only this proxy's own addresses and names:
                                              localhost, 127.0.0.1 and [::1] on loopback);
                                              repeatable
+                      --ui-port N            serve the live viewer at http://127.0.0.1:N/ (always
+                                             on loopback); 0 picks a free port (default: off)
                       --allow-origin ORIGIN  also serve requests from web pages at ORIGIN, e.g.
                                              http://app.example:3000 (by default only pages on
                                              this machine: localhost, 127.x, [::1]); * allows
@@ -312,6 +314,7 @@ public final class LlmProxy {
             String target = null;
             String host = null;
             Integer port = null;
+            Integer uiPort = null;
             String logFile = null;
             List<Column> columns = null;
             LogFormat format = null;
@@ -368,7 +371,8 @@ public final class LlmProxy {
                 switch (option) {
                     case "--target-url" -> target = once(option, target, value);
                     case "--host" -> host = once(option, host, value);
-                    case "--port" -> port = once(option, port, parsePort(value));
+                    case "--port" -> port = once(option, port, parsePort(option, value));
+                    case "--ui-port" -> uiPort = once(option, uiPort, parsePort(option, value));
                     case "--log-file" -> logFile = once(option, logFile, value);
                     case "--log-max-body" -> maxBody = once(option, maxBody, parseSize(option, value));
                     case "--log-rotate" -> rotate = once(option, rotate, parseSize(option, value));
@@ -401,7 +405,8 @@ public final class LlmProxy {
                     keep == null ? 0 : keep,
                     timeout == null ? Duration.ofMinutes(3) : timeout,
                     allowHosts,
-                    allowOrigins));
+                    allowOrigins,
+                    uiPort == null ? -1 : uiPort));
         }
 
         /** {@code view LOG [-o FILE]}: the report of a log. */
@@ -435,6 +440,7 @@ public final class LlmProxy {
             return switch (name) {
                 case "-t", "--target-url" -> "--target-url";
                 case "-p", "--port" -> "--port";
+                case "--ui-port" -> "--ui-port";
                 case "--host" -> "--host";
                 case "-a", "--add-header" -> "--add-header";
                 case "-l", "--log-file" -> "--log-file";
@@ -472,7 +478,7 @@ public final class LlmProxy {
                     + " with a host (no user info or #fragment), got '" + value + "'");
         }
 
-        private static int parsePort(String value) {
+        private static int parsePort(String option, String value) {
             try {
                 int port = Integer.parseInt(value);
                 if (port >= 0 && port <= 65535) {
@@ -481,7 +487,7 @@ public final class LlmProxy {
             } catch (NumberFormatException e) {
                 // reported below
             }
-            throw new UsageException("--port must be a number from 0 to 65535, got '" + value + "'");
+            throw new UsageException(option + " must be a number from 0 to 65535, got '" + value + "'");
         }
 
         private static int parseCount(String option, String value) {
@@ -537,8 +543,8 @@ public final class LlmProxy {
     /** The validated configuration of one proxy. */
     record Config(URI target, InetAddress host, int port, List<AddedHeader> addHeaders, Path logFile,
                   LogFormat logFormat, List<Column> logColumns, boolean logSecrets, boolean logExcelSafe,
-                  boolean logBase64, long logMaxBody, long logRotate, int logKeep, Duration timeout, List<String> allowHosts,
-                  List<String> allowOrigins) {
+                  boolean logBase64, long logMaxBody, long logRotate, int logKeep, Duration timeout,
+                  List<String> allowHosts, List<String> allowOrigins, int uiPort) {
         Config {
             if (!target.isAbsolute() || target.getHost() == null) {
                 throw new UsageException("--target-url must be an absolute URL, got '" + target + "'");
@@ -748,11 +754,13 @@ public final class LlmProxy {
         private final IdleWatchdog watchdog;
         private final LogWriter log;
         private final Forwarder forwarder;
+        private final Viewer viewer; // null without --ui-port
         private final PrintStream err;
         private boolean stopped;
 
         private Proxy(HttpServer server, ExecutorService handlers, HttpClient client, IdleWatchdog watchdog,
-                      LogWriter log, Forwarder forwarder, PrintStream err) {
+                      LogWriter log, Forwarder forwarder, Viewer viewer, PrintStream err) {
+            this.viewer = viewer;
             this.server = server;
             this.handlers = handlers;
             this.client = client;
@@ -821,19 +829,30 @@ public final class LlmProxy {
                     // from its own thread.
                     .executor(Runnable::run)
                     .build();
+            Viewer viewer;
+            try {
+                viewer = config.uiPort() < 0 ? null : Viewer.start(config);
+            } catch (StartupException e) {
+                server.stop(0);
+                log.close();
+                throw e;
+            }
             IdleWatchdog watchdog = new IdleWatchdog(config.timeout());
             ExecutorService handlers = Executors.newThreadPerTaskExecutor(threads.factory("llmproxy-exchange-"));
             Forwarder forwarder = new Forwarder(config, limits.maxExchanges(), memory, client, watchdog, log,
                     Access.of(config), new Secrets(!config.logSecrets(), config.addHeaders()),
-                    threads.factory("llmproxy-upload-"));
+                    threads.factory("llmproxy-upload-"), viewer);
             server.createContext("/", forwarder::handle);
             server.setExecutor(handlers);
             server.start();
-            Proxy proxy = new Proxy(server, handlers, client, watchdog, log, forwarder, err);
+            Proxy proxy = new Proxy(server, handlers, client, watchdog, log, forwarder, viewer, err);
             InetAddress host = config.host();
             err.println("llmproxy " + VERSION + " listening on http://" + hostPort(host, proxy.port())
                     + " -> " + Secrets.maskQuery(config.target().toString()) + ", logging to " + config.logFile().toAbsolutePath()
                     + ", up to " + limits.maxExchanges() + " exchanges at once on " + threads.describe());
+            if (viewer != null) {
+                err.println("llmproxy: live viewer at http://127.0.0.1:" + viewer.port() + "/ (loopback only)");
+            }
             exposureWarning(host).ifPresent(err::println);
             if (config.allowOrigins().contains("*")) {
                 err.println("llmproxy: WARNING: --allow-origin * lets every web page you visit send requests through"
@@ -853,6 +872,11 @@ public final class LlmProxy {
 
         int port() {
             return server.getAddress().getPort();
+        }
+
+        /** The live viewer's port, or -1 without --ui-port. */
+        int viewerPort() {
+            return viewer == null ? -1 : viewer.port();
         }
 
         /** Exchanges being forwarded now (refused ones are not counted). */
@@ -885,6 +909,9 @@ public final class LlmProxy {
                 Thread.currentThread().interrupt();
             }
             log.close();
+            if (viewer != null) {
+                viewer.close();
+            }
             err.println("llmproxy: stopped; " + log.written() + " records written to " + log.file());
         }
 
@@ -1325,6 +1352,8 @@ public final class LlmProxy {
         private final Secrets secrets;
         /** Threads that stream request bodies upstream: of the same kind as the exchanges'. */
         private final java.util.concurrent.ThreadFactory uploads;
+        /** The live viewer, told of each exchange as it starts and ends; null without --ui-port. */
+        private final Viewer viewer;
         final AtomicInteger inFlight = new AtomicInteger();
         /** Record ids: a random prefix per run, then a counter, e.g. 3f9a2c1e-42. */
         private final String idPrefix = String.format("%08x-", ThreadLocalRandom.current().nextInt());
@@ -1332,7 +1361,7 @@ public final class LlmProxy {
         volatile boolean closing;
 
         Forwarder(Config config, int maxExchanges, LogMemory memory, HttpClient client, IdleWatchdog watchdog,
-                  LogWriter log, Access access, Secrets secrets, java.util.concurrent.ThreadFactory uploads) {
+                  LogWriter log, Access access, Secrets secrets, java.util.concurrent.ThreadFactory uploads, Viewer viewer) {
             this.config = config;
             this.requestDropped = HeaderRules.requestDropped(config.addHeaders());
             this.maxExchanges = maxExchanges;
@@ -1343,6 +1372,7 @@ public final class LlmProxy {
             this.access = access;
             this.secrets = secrets;
             this.uploads = uploads;
+            this.viewer = viewer;
         }
 
         /** How the client's response ends. */
@@ -1367,6 +1397,9 @@ public final class LlmProxy {
             IdleWatchdog.ClientWait client = watchdog.clientWait();
             RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody, watchdog, client, uploads);
             Call call = new Call(exchange, record, body, client);
+            if (viewer != null) {
+                viewer.started(record);
+            }
             URI requested = exchange.getRequestURI();
             String refusal = access.refusal(headers.getFirst("Host"), requested.isAbsolute() ? requested : null,
                     headers.getFirst("Origin"), headers.getFirst("Sec-Fetch-Site"));
@@ -1433,7 +1466,11 @@ public final class LlmProxy {
                     inFlight.decrementAndGet();
                 }
                 body.close();
-                log.submit(record.finish());
+                Record finished = record.finish();
+                log.submit(finished);
+                if (viewer != null) {
+                    viewer.finished(finished);
+                }
             }
             return ending;
         }
@@ -2467,6 +2504,11 @@ public final class LlmProxy {
             return size >= limit;
         }
 
+        /** A copy of the bytes kept so far, for the live viewer while the exchange runs. */
+        synchronized byte[] snapshot() {
+            return Arrays.copyOf(bytes, size);
+        }
+
         /** The bytes kept, trimmed; memory taken beyond them is given back, the rest the writer gives back. */
         synchronized byte[] bytes() {
             byte[] kept = size == bytes.length ? bytes : Arrays.copyOf(bytes, size);
@@ -2586,6 +2628,16 @@ public final class LlmProxy {
                     outcome = closedByShutdown ? Outcome.SHUTDOWN : reason;
                     error = closedByShutdown ? "llmproxy was stopped before the exchange ended (" + message + ")" : message;
                 }
+            }
+
+            /** The record so far, for the live viewer: bodies copied as they stand (or left out), not trimmed. */
+            Record snapshot(boolean bodies) {
+                return new Record(id, start, method, url, path, upstreamUrl, status, Outcome.COMPLETE, error,
+                        TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - startNanos),
+                        firstByteNanos == 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(firstByteNanos - startNanos),
+                        Map.copyOf(requestHeaders), Map.copyOf(responseHeaders),
+                        new Body(bodies ? requestBody.snapshot() : new byte[0], requestBody.total(), requestEncoding),
+                        new Body(bodies ? responseBody.snapshot() : new byte[0], responseBody.total(), responseEncoding));
             }
 
             Record finish() {
@@ -4743,6 +4795,429 @@ public final class LlmProxy {
     }
 
     /**
+     * The live viewer (--ui-port): a second server, on loopback whatever --host says, serving the
+     * viewer's page, a feed of exchanges as they start and end (server-sent events), each
+     * exchange on demand, and the growing answer of the exchange on screen. The forwarder only
+     * drops a note in a queue; this side's own thread does the rest, so an open viewer never
+     * slows a stream. It keeps the most recent exchanges within a count and a size; older ones
+     * leave the page, never the log.
+     */
+    static final class Viewer implements AutoCloseable {
+        private static final long FEED_NANOS = TimeUnit.MILLISECONDS.toNanos(100);
+        /** How often the answer of the exchange on screen is sent while it streams. */
+        private static final long FOLLOW_MILLIS = 250;
+        private static final int FEED_QUEUE = 10_000;
+
+        private final HttpServer server;
+        private final ExecutorService handlers;
+        private final ScheduledExecutorService thread;
+        private final Secrets secrets;
+        private final long maxBody;
+        private final boolean keepBase64;
+        private final int maxExchanges;
+        private final long maxBytes;
+        private final java.util.concurrent.ConcurrentLinkedQueue<Object> inbox = new java.util.concurrent.ConcurrentLinkedQueue<>();
+        private final LinkedHashMap<String, Entry> entries = new LinkedHashMap<>(); // oldest first; guarded by this
+        private final Set<BlockingQueue<String>> feeds = ConcurrentHashMap.newKeySet();
+        private long bytes; // bodies held, guarded by this
+
+        /** One exchange as the viewer holds it: running, finished, or read from the log at start. */
+        private static final class Entry {
+            final String id;
+            volatile Record.Builder running;
+            volatile RecordView finished;
+            volatile Map<String, Object> logged;
+            boolean modelShown; // a running one's model, once its request body has come
+            long bytes;
+
+            Entry(String id) {
+                this.id = id;
+            }
+        }
+
+        private Viewer(HttpServer server, ExecutorService handlers, Config config) {
+            this.server = server;
+            this.handlers = handlers;
+            this.secrets = new Secrets(!config.logSecrets(), config.addHeaders());
+            this.maxBody = config.logMaxBody();
+            this.keepBase64 = config.logBase64();
+            this.maxExchanges = Integer.getInteger("llmproxy.viewerExchanges", 1000);
+            long memory = 64L << 20;
+            String property = System.getProperty("llmproxy.viewerMemory");
+            if (property != null) {
+                try {
+                    memory = Cli.parseSize("-Dllmproxy.viewerMemory", property);
+                } catch (UsageException e) {
+                    throw new StartupException(e.getMessage());
+                }
+            }
+            this.maxBytes = memory;
+            this.thread = Executors.newSingleThreadScheduledExecutor(r -> {
+                Thread t = new Thread(r, "llmproxy-viewer");
+                t.setDaemon(true);
+                return t;
+            });
+        }
+
+        /** Starts the viewer on 127.0.0.1 at --ui-port, showing the most recent records of the log as it starts. */
+        static Viewer start(Config config) {
+            HttpServer server;
+            try {
+                server = HttpServer.create(new InetSocketAddress(InetAddress.getLoopbackAddress(), config.uiPort()), 64);
+            } catch (IOException e) {
+                throw new StartupException("cannot serve the viewer on 127.0.0.1:" + config.uiPort() + ": " + e.getMessage()
+                        + " (--ui-port 0 picks a free one)");
+            }
+            ExecutorService handlers = Executors.newVirtualThreadPerTaskExecutor();
+            Viewer viewer = new Viewer(server, handlers, config);
+            server.createContext("/", viewer::handle);
+            server.setExecutor(handlers);
+            server.start();
+            viewer.thread.execute(() -> viewer.loadLog(config.logFile()));
+            viewer.thread.scheduleWithFixedDelay(viewer::deliver, FEED_NANOS, FEED_NANOS, TimeUnit.NANOSECONDS);
+            return viewer;
+        }
+
+        int port() {
+            return server.getAddress().getPort();
+        }
+
+        /** On the request path: a note, nothing more. */
+        void started(Record.Builder record) {
+            inbox.add(record);
+        }
+
+        /** On the request path: a note, nothing more. */
+        void finished(Record record) {
+            inbox.add(record);
+        }
+
+        /** The most recent records of the log, shown as the viewer opens. */
+        private void loadLog(Path log) {
+            java.util.ArrayDeque<Map<String, Object>> recent = new java.util.ArrayDeque<>();
+            try (var in = Files.newBufferedReader(log, StandardCharsets.UTF_8)) {
+                Report.RecordSource records = Report.RecordSource.of(in, log, new ArrayList<>());
+                int number = 0;
+                for (Map<String, Object> record; (record = records.next()) != null; ) {
+                    record.putIfAbsent("id", "log#" + ++number);
+                    recent.addLast(record);
+                    if (recent.size() > maxExchanges) {
+                        recent.removeFirst();
+                    }
+                }
+            } catch (IOException | RuntimeException e) {
+                return; // an empty or new log: nothing to show yet
+            }
+            for (Map<String, Object> record : recent) {
+                Report.complete(record, 0);
+                Entry entry = new Entry(String.valueOf(record.get("id")));
+                entry.logged = record;
+                entry.bytes = String.valueOf(record.get("request_body")).length()
+                        + String.valueOf(record.get("response_body")).length();
+                synchronized (this) {
+                    if (!entries.containsKey(entry.id)) {
+                        entries.put(entry.id, entry);
+                        bytes += entry.bytes;
+                    }
+                }
+                publish("exchange", summary(entry));
+            }
+            evict();
+        }
+
+        /** Runs on the viewer's thread: turns the forwarder's notes into entries and feed events. */
+        private void deliver() {
+            try {
+                for (Object note; (note = inbox.poll()) != null; ) {
+                    if (note instanceof Record.Builder running) {
+                        Entry entry = new Entry(running.id);
+                        entry.running = running;
+                        synchronized (this) {
+                            entries.put(entry.id, entry);
+                        }
+                        publish("exchange", summary(entry));
+                    } else if (note instanceof Record record) {
+                        Entry entry;
+                        synchronized (this) {
+                            entry = entries.computeIfAbsent(record.id(), Entry::new);
+                            entry.finished = new RecordView(record, secrets, maxBody, keepBase64);
+                            entry.running = null;
+                            entry.bytes = record.heldBytes();
+                            bytes += entry.bytes;
+                        }
+                        publish("exchange", summary(entry));
+                    }
+                }
+                List<Entry> running = new ArrayList<>();
+                synchronized (this) {
+                    for (Entry entry : entries.values()) {
+                        if (entry.running != null && !entry.modelShown) {
+                            running.add(entry);
+                        }
+                    }
+                }
+                for (Entry entry : running) { // the model shows once the request body is in
+                    String summary = summary(entry);
+                    if (summary.contains("\"model\":")) {
+                        entry.modelShown = true;
+                        publish("exchange", summary);
+                    }
+                }
+                evict();
+            } catch (RuntimeException | Error e) {
+                // the next run tries again: the viewer must not stop for one bad note
+            }
+        }
+
+        private void evict() {
+            List<String> gone = new ArrayList<>();
+            synchronized (this) {
+                var it = entries.values().iterator();
+                while (it.hasNext() && (entries.size() - gone.size() > maxExchanges || bytes > maxBytes)) {
+                    Entry oldest = it.next();
+                    if (oldest.running != null) {
+                        continue; // in flight: it stays until it ends
+                    }
+                    it.remove();
+                    bytes -= oldest.bytes;
+                    gone.add(oldest.id);
+                }
+            }
+            for (String id : gone) {
+                publish("evicted", Json.write(Map.of("id", id)));
+            }
+        }
+
+        private void publish(String event, String json) {
+            String message = "event: " + event + "\ndata: " + json + "\n\n";
+            for (BlockingQueue<String> feed : feeds) {
+                if (!feed.offer(message)) {
+                    feeds.remove(feed); // a browser that reads nothing: it reconnects and starts afresh
+                    feed.clear();
+                    feed.offer("");
+                }
+            }
+        }
+
+        /** What the list shows of an exchange. */
+        private String summary(Entry entry) {
+            Map<String, Object> all = exchange(entry, false);
+            Map<String, Object> summary = new LinkedHashMap<>();
+            for (String column : Report.SUMMARY) {
+                if (all.get(column) != null) {
+                    summary.put(column, all.get(column));
+                }
+            }
+            summary.put("in_flight", Boolean.TRUE.equals(all.get("in_flight"))); // false too: it replaces a true
+            return Json.write(summary);
+        }
+
+        /**
+         * All the viewer knows of an exchange: every column, redacted as --log-columns all would
+         * log it, whatever --log-columns says. A running one shows what has come so far.
+         */
+        private Map<String, Object> exchange(Entry entry, boolean bodies) {
+            Record.Builder running = entry.running;
+            RecordView finished = entry.finished;
+            if (finished == null && running == null) {
+                return entry.logged == null ? Map.of("id", entry.id) : entry.logged;
+            }
+            RecordView view = finished != null ? finished : new RecordView(running.snapshot(bodies), secrets, maxBody, keepBase64);
+            Map<String, Object> values = exchangeValues(view, bodies);
+            if (finished == null) {
+                if (!bodies) { // the list wants the model, which only the request body says
+                    String model = Json.string(parseQuietly(running.requestBody.snapshot()), "model");
+                    if (model != null) {
+                        values.put("model", model);
+                    }
+                }
+                values.put("in_flight", Boolean.TRUE);
+                values.remove("outcome");
+                values.remove("duration_ms");
+            }
+            return values;
+        }
+
+        private Map<String, Object> exchangeValues(RecordView view, boolean bodies) {
+            Map<String, Object> values = new LinkedHashMap<>();
+            for (Column column : Column.values()) {
+                if (!bodies && (column == Column.REQUEST_BODY || column == Column.RESPONSE_BODY
+                        || column == Column.REQUEST_HEADERS || column == Column.RESPONSE_HEADERS)) {
+                    continue;
+                }
+                String field = secrets.scrub(column.field(view));
+                if (!field.isEmpty()) {
+                    values.put(column.header(), column.unquoted() ? (column == Column.STREAM ? (Object) Boolean.valueOf(field)
+                            : (Object) Long.valueOf(field)) : field);
+                }
+            }
+            return values;
+        }
+
+        private static Object parseQuietly(byte[] json) {
+            try {
+                return json.length == 0 ? null : Json.parse(new String(json, StandardCharsets.UTF_8));
+            } catch (IllegalArgumentException e) {
+                return null; // not all there yet, or not JSON
+            }
+        }
+
+        private Entry entry(String id) {
+            synchronized (this) {
+                return id == null ? null : entries.get(id);
+            }
+        }
+
+        // --- the viewer's HTTP side ---
+
+        private void handle(HttpExchange exchange) {
+            try (exchange) {
+                String host = exchange.getRequestHeaders().getFirst("Host");
+                int port = port();
+                String h = host == null ? "" : host.toLowerCase(Locale.ROOT);
+                if (!(h.equals("127.0.0.1:" + port) || h.equals("localhost:" + port) || h.equals("[::1]:" + port))) {
+                    // A page whose name was made to resolve to 127.0.0.1 (DNS rebinding) must not read the viewer.
+                    answer(exchange, 403, "text/plain", "403: the viewer answers only to 127.0.0.1:" + port);
+                    return;
+                }
+                if (!exchange.getRequestMethod().equals("GET")) {
+                    answer(exchange, 405, "text/plain", "405: the viewer only reads");
+                    return;
+                }
+                String path = exchange.getRequestURI().getPath();
+                String id = query(exchange.getRequestURI().getRawQuery(), "id");
+                switch (path) {
+                    case "/" -> page(exchange);
+                    case "/feed" -> feed(exchange);
+                    case "/exchange" -> {
+                        Entry entry = entry(id);
+                        if (entry == null) {
+                            answer(exchange, 404, "application/json", "{\"error\": \"no such exchange in the viewer\"}");
+                        } else {
+                            answer(exchange, 200, "application/json", Json.write(exchange(entry, true)));
+                        }
+                    }
+                    case "/follow" -> follow(exchange, entry(id));
+                    default -> answer(exchange, 404, "text/plain", "404");
+                }
+            } catch (IOException | RuntimeException e) {
+                // the browser went away
+            }
+        }
+
+        private void page(HttpExchange exchange) throws IOException {
+            var text = new java.io.StringWriter();
+            ViewerPage.open(text, "llmproxy: live", true);
+            Map<String, Object> meta = new LinkedHashMap<>();
+            meta.put("source", "live");
+            meta.put("title", "live, most recent first");
+            meta.put("problems", List.of());
+            ViewerPage.data(text, "id=\"llmproxy-meta\"", Json.write(meta));
+            ViewerPage.close(text);
+            answer(exchange, 200, "text/html; charset=utf-8", text.toString());
+        }
+
+        /** The list's feed: every exchange held now, then each start, end and eviction as it happens. */
+        private void feed(HttpExchange exchange) throws IOException {
+            BlockingQueue<String> queue = new LinkedBlockingQueue<>(FEED_QUEUE);
+            List<Entry> now;
+            synchronized (this) {
+                now = new ArrayList<>(entries.values());
+                feeds.add(queue);
+            }
+            try {
+                headers(exchange, "text/event-stream");
+                exchange.sendResponseHeaders(200, 0);
+                OutputStream out = exchange.getResponseBody();
+                for (Entry entry : now) {
+                    out.write(("event: exchange\ndata: " + summary(entry) + "\n\n").getBytes(StandardCharsets.UTF_8));
+                }
+                out.flush();
+                while (true) {
+                    String message = queue.poll(15, TimeUnit.SECONDS);
+                    if (message != null && message.isEmpty()) {
+                        return; // dropped as too slow
+                    }
+                    out.write((message == null ? ": still here\n\n" : message).getBytes(StandardCharsets.UTF_8));
+                    out.flush();
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            } finally {
+                feeds.remove(queue);
+            }
+        }
+
+        /** The answer of one running exchange as it grows, sent when it changes, until it ends. */
+        private void follow(HttpExchange exchange, Entry entry) throws IOException {
+            headers(exchange, "text/event-stream");
+            exchange.sendResponseHeaders(200, 0);
+            OutputStream out = exchange.getResponseBody();
+            String last = "";
+            try {
+                while (entry != null && entry.running != null) {
+                    Record.Builder running = entry.running;
+                    if (running == null) {
+                        break;
+                    }
+                    RecordView view = new RecordView(running.snapshot(true), secrets, maxBody, keepBase64);
+                    Map<String, Object> progress = new LinkedHashMap<>();
+                    progress.put("response_text", secrets.scrub(Column.RESPONSE_TEXT.field(view)));
+                    progress.put("reasoning_text", secrets.scrub(Column.REASONING_TEXT.field(view)));
+                    progress.put("tool_calls", secrets.scrub(Column.TOOL_CALLS.field(view)));
+                    String json = Json.write(progress);
+                    if (!json.equals(last)) {
+                        out.write(("event: progress\ndata: " + json + "\n\n").getBytes(StandardCharsets.UTF_8));
+                        out.flush();
+                        last = json;
+                    }
+                    Thread.sleep(FOLLOW_MILLIS); // the pace of updates, not a wait for anything
+                }
+                out.write("event: done\ndata: {}\n\n".getBytes(StandardCharsets.UTF_8));
+                out.flush();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+
+        private static void headers(HttpExchange exchange, String type) {
+            var h = exchange.getResponseHeaders();
+            h.set("Content-Type", type);
+            h.set("Cache-Control", "no-store");
+            h.set("Content-Security-Policy", ViewerPage.contentSecurityPolicy(true));
+            h.set("X-Content-Type-Options", "nosniff");
+            h.set("Referrer-Policy", "no-referrer");
+        }
+
+        private static void answer(HttpExchange exchange, int status, String type, String body) throws IOException {
+            byte[] bytes = body.getBytes(StandardCharsets.UTF_8);
+            headers(exchange, type);
+            exchange.sendResponseHeaders(status, bytes.length);
+            exchange.getResponseBody().write(bytes);
+        }
+
+        private static String query(String query, String name) {
+            if (query == null) {
+                return null;
+            }
+            for (String pair : query.split("&")) {
+                int eq = pair.indexOf('=');
+                if (eq > 0 && pair.substring(0, eq).equals(name)) {
+                    return java.net.URLDecoder.decode(pair.substring(eq + 1), StandardCharsets.UTF_8);
+                }
+            }
+            return null;
+        }
+
+        @Override
+        public void close() {
+            server.stop(0);
+            thread.shutdownNow();
+            handlers.shutdownNow();
+        }
+    }
+
+    /**
      * {@code llmproxy view LOG}: writes one self-contained HTML file of a log, CSV or JSONL, any
      * column set. Records go into the page one by one as they are read, so a log of any size
      * needs little memory; the page shows each record's conversation, reading the answer itself
@@ -4752,7 +5227,7 @@ public final class LlmProxy {
         private Report() {}
 
         /** Columns the list shows, kept apart so that the page opens without reading every record. */
-        private static final List<String> SUMMARY = List.of("id", "time", "method", "url", "upstream_url", "status",
+        static final List<String> SUMMARY = List.of("id", "time", "method", "url", "upstream_url", "status",
                 "outcome", "error", "duration_ms", "ttfb_ms", "model", "input_tokens", "output_tokens");
 
         static Path defaultOutput(Path log) {

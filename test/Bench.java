@@ -32,7 +32,7 @@ import java.util.regex.Pattern;
  * proxy's CPU and memory are read from /proc, and this process (the load client) reports its own.
  * {@code make bench-quick} runs a shorter subset. Every load loop here is bounded in time.
  * {@code ./build.sh bench --only scale,heap} runs some parts only: requests (closed and open loop,
- * streaming fidelity, time to headers), logging, scale, heap, overload, startup, llm, bulk. {@code --only soak
+ * streaming fidelity, time to headers), logging, scale, heap, overload, startup, llm, bulk, viewer. {@code --only soak
  * [--soak-minutes 30]} runs the soak test: mixed load with client disconnects and upstream faults,
  * then compares records with exchanges and threads, descriptors and heap with their start.
  */
@@ -123,6 +123,10 @@ public final class Bench {
             }
             if (wanted("bulk")) {
                 bulk(quick ? 256 : 1024);
+            }
+            if (wanted("viewer")) {
+                viewer(quick ? 100 : 200);
+                report(quick ? 2_000 : 10_000);
             }
             if (only.contains("soak")) { // never part of the default run: it takes soakMinutes
                 soak(soakMinutes);
@@ -338,6 +342,91 @@ public final class Bench {
                 ok + " / " + refused + " / " + failed,
                 (alive ? "survived" : "DIED") + "; " + records + " records for " + n + " exchanges; peak RSS "
                         + peakRssMb + " MB");
+    }
+
+    /**
+     * Streams through a proxy without the live viewer, then through one whose viewer has a
+     * browser-like reader on its feed and following each exchange; then the heap the viewer
+     * holds with 1,000 exchanges in it.
+     */
+    private void viewer(int n) throws Exception {
+        progress("live viewer, " + n + " streams");
+        long[] cpu = new long[2];
+        Streams[] runs = new Streams[2];
+        long[] heap = new long[2];
+        for (int i = 0; i < 2; i++) {
+            try (Jvm proxy = i == 0 ? startProxy(List.of()) : startProxy(List.of(), "--ui-port", "0")) {
+                Thread reader = null;
+                if (i == 1) {
+                    int ui = proxy.awaitPort("live viewer at http://127\\.0\\.0\\.1:(\\d+)/");
+                    reader = Thread.ofVirtual().start(() -> readFeed(ui));
+                }
+                streams(proxy.port, n, 20, 10, 0, 500); // warm-up
+                long before = proxy.cpuNanos();
+                runs[i] = streams(proxy.port, n, 50, 20, 0, 1000);
+                cpu[i] = proxy.cpuNanos() - before;
+                for (int k = 0; k < 1000; k += 100) { // 1,000 more exchanges: the viewer is full
+                    streams(proxy.port, 100, 5, 1, 0, 100);
+                }
+                heap[i] = proxy.usedHeapAfterGcKb();
+                if (reader != null) {
+                    reader.interrupt();
+                }
+            }
+        }
+        long events = (long) n * 50;
+        row(n + " streams x 50 events: event delay p99 (ms), no viewer / viewer open", "",
+                ms(runs[0].delay.p(99)) + " / " + ms(runs[1].delay.p(99)),
+                "CPU per event " + cpu[0] / events / 1000 + " / " + cpu[1] / events / 1000 + " µs");
+        row("heap after GC with 1,000 exchanges in the viewer (MB), no viewer / viewer", "",
+                heap[0] / 1024 + " / " + heap[1] / 1024, "the viewer holds " + (heap[1] - heap[0]) / 1024 + " MB");
+    }
+
+    /** A browser on the viewer's feed, reading every event until interrupted. */
+    private static void readFeed(int port) {
+        try (Conn c = new Conn(port)) {
+            c.send(("GET /feed HTTP/1.1\r\nHost: 127.0.0.1:" + port + "\r\n\r\n").getBytes(StandardCharsets.UTF_8));
+            c.readHead();
+            while (!Thread.currentThread().isInterrupted() && c.nextChunk() != null) {
+                // every event read, as the page reads it
+            }
+        } catch (IOException e) {
+            // the proxy stopped
+        }
+    }
+
+    /** Time for llmproxy view to write the report of a log of n exchanges of ~20 KB each. */
+    private void report(int n) throws Exception {
+        progress("report of " + n + " exchanges");
+        Path log = work.resolve("report.csv");
+        String prompt = "{\"model\":\"claude-sonnet-4-5\",\"messages\":[{\"role\":\"user\",\"content\":\""
+                + "Explain the code. ".repeat(1100) + "\"}]}";
+        try (var out = Files.newBufferedWriter(log)) {
+            out.write(LlmProxy.Csv.record(List.of("method", "url", "request_body", "response_body")));
+            for (int i = 0; i < n; i++) {
+                out.write(LlmProxy.Csv.record(List.of("POST", "http://127.0.0.1:8080/v1/messages", prompt,
+                        "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"Answer " + i + "\"}]}")));
+            }
+        }
+        long t0 = System.nanoTime();
+        var sink = new java.io.PrintStream(java.io.OutputStream.nullOutputStream());
+        int code = LlmProxy.start(new String[] {"view", log.toString()}, sink, sink);
+        long micros = (System.nanoTime() - t0) / 1000;
+        row("llmproxy view: report of " + n + " exchanges (" + Files.size(log) / (1 << 20) + " MB log)", "",
+                ms(micros) + " ms", code == 0 ? Files.size(work.resolve("report.html")) / (1 << 20) + " MB of HTML" : "FAILED");
+        try (Browser browser = Browser.start()) {
+            long opened = System.nanoTime();
+            browser.open(work.resolve("report.html").toUri().toString());
+            browser.waitFor("document.querySelector('#answer-text')"); // the list is there, the last exchange shown
+            long shown = (System.nanoTime() - opened) / 1000;
+            opened = System.nanoTime();
+            browser.click("#list tbody tr:nth-child(1)");
+            browser.waitFor("document.querySelector('#answer-text') && document.querySelector('#answer-text').textContent === 'Answer 0'");
+            row("  opened in headless Chromium: list and an exchange shown / another opened (ms)", "",
+                    ms(shown) + " / " + ms((System.nanoTime() - opened) / 1000), "");
+        } catch (IOException e) {
+            row("  opened in headless Chromium", "", "not measured", "no chromium: " + e.getMessage());
+        }
     }
 
     private void startup(int reps) throws Exception {

@@ -4248,6 +4248,7 @@ public final class LlmProxy {
                 if (!state.filter) return true;
                 const q = state.filter.toLowerCase();
                 if ((s.url || '').toLowerCase().includes(q) || (s.model || '').toLowerCase().includes(q)) return true;
+                if (state.found) return state.found.has(s.id);
                 const raw = source.rawText(s.id);
                 return raw !== null && raw.toLowerCase().includes(q);
               }
@@ -4310,7 +4311,11 @@ public final class LlmProxy {
               let filterTimer = null;
               search.oninput = () => {
                 clearTimeout(filterTimer);
-                filterTimer = setTimeout(() => { state.filter = search.value.trim(); renderList(); }, 150);
+                filterTimer = setTimeout(async () => {
+                  state.filter = search.value.trim();
+                  state.found = live && state.filter ? await source.search(state.filter) : null;
+                  renderList();
+                }, 150);
               };
               outcomeSelect.onchange = () => { state.outcome = outcomeSelect.value; renderList(); };
 
@@ -4702,6 +4707,11 @@ public final class LlmProxy {
                 }, 500);
                 return {
                   rawText: id => { const x = state.full.get(id); return x ? JSON.stringify(x) : null; },
+                  search: async q => {
+                    // The bodies are on the server: it says which exchanges hold the text.
+                    const r = await fetch('/search?q=' + encodeURIComponent(q));
+                    return new Set(r.ok ? await r.json() : []);
+                  },
                   get: async id => {
                     if (state.full.has(id)) return state.full.get(id);
                     const r = await fetch('/exchange?id=' + encodeURIComponent(id));
@@ -5062,6 +5072,29 @@ public final class LlmProxy {
             }
         }
 
+        /** The ids of the exchanges whose URL, model or bodies hold {@code text}, in any case. */
+        private List<String> search(String text) {
+            if (text == null || text.isEmpty()) {
+                return List.of();
+            }
+            String wanted = text.toLowerCase(Locale.ROOT);
+            List<Entry> all;
+            synchronized (this) {
+                all = new ArrayList<>(entries.values());
+            }
+            List<String> found = new ArrayList<>();
+            for (Entry entry : all) {
+                Map<String, Object> x = entry.finished != null || entry.logged != null ? exchange(entry, true) : Map.of();
+                for (String column : List.of("url", "model", "request_body", "response_body")) {
+                    if (String.valueOf(x.get(column)).toLowerCase(Locale.ROOT).contains(wanted)) {
+                        found.add(entry.id);
+                        break;
+                    }
+                }
+            }
+            return found;
+        }
+
         private Entry entry(String id) {
             synchronized (this) {
                 return id == null ? null : entries.get(id);
@@ -5098,6 +5131,8 @@ public final class LlmProxy {
                         }
                     }
                     case "/follow" -> follow(exchange, entry(id));
+                    case "/search" -> answer(exchange, 200, "application/json",
+                            Json.write(search(query(exchange.getRequestURI().getRawQuery(), "q"))));
                     default -> answer(exchange, 404, "text/plain", "404");
                 }
             } catch (IOException | RuntimeException e) {

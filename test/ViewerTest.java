@@ -79,7 +79,12 @@ class ViewerTest {
             String row = (String) browser.waitFor("document.querySelector('#list tbody tr').innerText.includes('complete')"
                     + " && document.querySelector('#list tbody tr').innerText");
             assertTrue(row.contains("/v1/chat/completions") && row.contains("gpt-4o"), row);
-            post(proxy, "/v1/embeddings", "{}").get();
+            post(proxy, "/v1/embeddings", "{\"input\": \"a needle in the body\"}").get();
+            browser.waitFor("document.querySelectorAll('#list tbody tr').length === 2");
+            browser.eval("{ const f = document.getElementById('filter'); f.value = 'NEEDLE'; f.dispatchEvent(new Event('input')); }");
+            browser.waitFor("document.querySelectorAll('#list tbody tr').length === 1"
+                    + " && document.querySelector('#list tbody tr').innerText.includes('/v1/embeddings')");
+            browser.eval("{ const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); }");
             browser.waitFor("document.querySelectorAll('#list tbody tr').length === 2");
             assertTrue(((String) browser.eval("document.querySelector('#list tbody tr').innerText")).contains("/v1/embeddings"),
                     "the newest first");

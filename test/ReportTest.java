@@ -153,6 +153,46 @@ class ReportTest {
     }
 
     @Test
+    void showsTheOtherWayOfEachFormatToo() throws Exception {
+        // The fixture above streams chat, Responses and Anthropic and not Gemini and Ollama: here the other way round.
+        List<List<String>> rows = new ArrayList<>();
+        rows.add(List.of("method", "url", "request_body", "response_body"));
+        rows.add(row("POST", "/v1/chat/completions", "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\","
+                + "\"content\":[{\"type\":\"text\",\"text\":\"Name a colour\"},{\"type\":\"image_url\",\"image_url\":"
+                + "{\"url\":\"[base64 image/jpeg, 12.0 KB]\"}}]}]}", "{\"object\":\"chat.completion\",\"choices\":[{\"index\":0,"
+                + "\"message\":{\"content\":\"Teal.\"},\"finish_reason\":\"stop\"}]}"));
+        rows.add(row("POST", "/v1/responses", "{\"model\":\"gpt-5\",\"input\":\"Say hi\"}", "{\"id\":\"resp_9\","
+                + "\"object\":\"response\",\"status\":\"completed\",\"model\":\"gpt-5\",\"output\":[{\"type\":\"message\","
+                + "\"content\":[{\"type\":\"output_text\",\"text\":\"Hi there.\"}]}]}"));
+        rows.add(row("POST", "/v1/messages", "{\"model\":\"claude-haiku-4-5\",\"messages\":[{\"role\":\"user\","
+                + "\"content\":[{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\","
+                + "\"data\":\"[base64 image/png, 1.4 MB]\"}},{\"type\":\"text\",\"text\":\"What is this?\"}]}]}",
+                "{\"type\":\"message\",\"model\":\"claude-haiku-4-5\",\"content\":[{\"type\":\"thinking\",\"thinking\":"
+                + "\"A chart.\"},{\"type\":\"text\",\"text\":\"A bar chart.\"}],\"stop_reason\":\"end_turn\","
+                + "\"usage\":{\"input_tokens\":30,\"output_tokens\":5}}"));
+        rows.add(row("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", "{\"systemInstruction\":"
+                + "{\"parts\":[{\"text\":\"Answer in words.\"}]},\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":"
+                + "\"What is 2+2?\"}]}]}", ConversationTest.GEMINI_STREAM));
+        rows.add(row("POST", "/api/chat", "{\"model\":\"qwen3:8b\",\"messages\":[{\"role\":\"user\",\"content\":\"Wave\"}]}",
+                "{\"model\":\"qwen3:8b\",\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n"
+                + "{\"model\":\"qwen3:8b\",\"message\":{\"role\":\"assistant\",\"content\":\"!\"},\"done\":false}\n"
+                + "{\"model\":\"qwen3:8b\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,"
+                + "\"done_reason\":\"stop\",\"prompt_eval_count\":5,\"eval_count\":2}\n"));
+        StringBuilder log = new StringBuilder();
+        rows.forEach(r -> log.append(LlmProxy.Csv.record(r)));
+        open(report("other.csv", log.toString()));
+        List<List<String>> expected = List.of(List.of("Name a colour", "[base64 image/jpeg, 12.0 KB]", "Teal."),
+                List.of("Say hi", "Hi there."), List.of("What is this?", "[base64 image/png, 1.4 MB]", "A bar chart.", "reasoning"),
+                List.of("Answer in words.", "What is 2+2?", "Two plus two is four."), List.of("Wave", "Hi!"));
+        for (int i = 0; i < expected.size(); i++) {
+            String shown = selectRow(i + 1);
+            for (String part : expected.get(i)) {
+                assertTrue(shown.contains(part), "row " + (i + 1) + " lacks '" + part + "': " + shown);
+            }
+        }
+    }
+
+    @Test
     void runsNothingFromTheLogAndRequestsNothingElsewhere() throws Exception {
         Path html = report("xss.csv", defaultColumnsLog());
         open(html);

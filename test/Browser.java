@@ -45,6 +45,24 @@ final class Browser implements AutoCloseable {
         this.socket = socket;
     }
 
+    private static Browser shared;
+
+    /** One browser for every test class of a run, closed when the JVM ends. */
+    static synchronized Browser shared() throws Exception {
+        if (shared == null) {
+            Browser browser = start();
+            Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                try {
+                    browser.close();
+                } catch (IOException e) {
+                    // the profile is in a temporary directory
+                }
+            }));
+            shared = browser;
+        }
+        return shared;
+    }
+
     static Browser start() throws Exception {
         Path profile = Files.createTempDirectory("llmproxy-chromium");
         Process process = new ProcessBuilder("chromium", "--headless=new", "--no-sandbox", "--disable-gpu",

@@ -1105,14 +1105,7 @@ class ProxyTest {
                 }
             }
         })) {
-            TestSupport.RunningProxy proxy;
-            System.setProperty("llmproxy.threads", "platform");
-            try {
-                proxy = proxy(upstream);
-            } finally {
-                System.clearProperty("llmproxy.threads");
-            }
-            try (proxy;
+            try (var proxy = TestSupport.withProperty("llmproxy.threads", "platform", () -> proxy(upstream));
                  var notReading = new TestSupport.RawClient(proxy.port());
                  var notSending = new TestSupport.RawClient(proxy.port())) {
                 assertTrue(proxy.stderr().contains("on platform threads (-Dllmproxy.threads=platform)"), proxy.stderr());
@@ -1137,14 +1130,8 @@ class ProxyTest {
     @Test
     void refusesAnExchangeWhoseDeclaredBodyTheLogMemoryCannotHold() throws Exception {
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1))) {
-            TestSupport.RunningProxy proxy;
-            System.setProperty("llmproxy.logMemory", "100k");
-            try {
-                proxy = proxy(upstream, "--log-columns", "status,outcome,error");
-            } finally {
-                System.clearProperty("llmproxy.logMemory");
-            }
-            try (proxy) {
+            try (var proxy = TestSupport.withProperty("llmproxy.logMemory", "100k",
+                    () -> proxy(upstream, "--log-columns", "status,outcome,error"))) {
                 var big = client().send(HttpRequest.newBuilder(URI.create(proxy.url("/v1/chat/completions")))
                         .POST(HttpRequest.BodyPublishers.ofString("x".repeat(200_000))).build(),
                         HttpResponse.BodyHandlers.ofString());

@@ -436,6 +436,16 @@ final class TestSupport {
         }
     }
 
+    /** Starts a proxy with a system property set, for the properties read once at start. */
+    static RunningProxy withProperty(String name, String value, java.util.function.Supplier<RunningProxy> start) {
+        System.setProperty(name, value);
+        try {
+            return start.get();
+        } finally {
+            System.clearProperty(name);
+        }
+    }
+
     /** Waits for a latch, failing the test instead of hanging when it never opens. */
     static void await(CountDownLatch latch, String what) throws InterruptedException {
         if (!latch.await(10, TimeUnit.SECONDS)) {

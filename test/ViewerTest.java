@@ -14,7 +14,6 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -28,12 +27,7 @@ class ViewerTest {
 
     @BeforeAll
     static void startBrowser() throws Exception {
-        browser = Browser.start();
-    }
-
-    @AfterAll
-    static void stopBrowser() throws Exception {
-        browser.close();
+        browser = Browser.shared();
     }
 
     private TestSupport.RunningProxy proxy(TestSupport.Upstream upstream, String... more) {
@@ -166,14 +160,7 @@ class ViewerTest {
     void showsTheRecentRecordsOfTheLogAtStartAndKeepsABoundedNumber() throws Exception {
         Files.writeString(dir.resolve("log.csv"), ReportTest.defaultColumnsLog());
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1))) {
-            TestSupport.RunningProxy proxy;
-            System.setProperty("llmproxy.viewerExchanges", "8");
-            try {
-                proxy = proxy(upstream);
-            } finally {
-                System.clearProperty("llmproxy.viewerExchanges");
-            }
-            try (proxy) {
+            try (var proxy = TestSupport.withProperty("llmproxy.viewerExchanges", "8", () -> proxy(upstream))) {
                 browser.open(viewer(proxy));
                 browser.waitFor("document.querySelectorAll('#list tbody tr').length === 6");
                 for (int i = 0; i < 4; i++) {

@@ -18,32 +18,57 @@ Tasks:
   run ARGS...  build the jar and run it with ARGS (e.g. ./build.sh run --target-url https://api.openai.com/v1)
   clean        remove build/
 
-Uses $JAVA_HOME/bin/java and javac when JAVA_HOME is set, else the ones on PATH; needs JDK 21+.
+Uses the JDK at JAVA_HOME when it is 21 or newer, else finds one (PATH, /usr/lib/jvm, macOS, SDKMAN, /opt)
+and says which.
 USAGE
 }
 
-tool() {
-    if [ -n "${JAVA_HOME:-}" ]; then echo "$JAVA_HOME/bin/$1"; else echo "$1"; fi
+# Prints the feature version of the JDK at $1 (a JAVA_HOME), or nothing.
+java_major() {
+    [ -x "$1/bin/javac" ] || return 0
+    "$1/bin/javac" -version 2>&1 | awk '{split($2, v, "."); print v[1]}'
 }
 
-require_jdk21() {
-    local javac version major
-    javac=$(tool javac)
-    if ! command -v "$javac" >/dev/null 2>&1; then
-        echo "build.sh: no javac at '$javac'; install a JDK 21+ or set JAVA_HOME to one" >&2
+# Picks a JDK 21+: JAVA_HOME when it is one, else the javac on PATH, else the newest in the usual
+# places (Linux packages, macOS, SDKMAN, /opt), and says which; fails with a clear message if none.
+select_jdk() {
+    local home major best="" best_major=0
+    if [ -n "${JAVA_HOME:-}" ]; then
+        major=$(java_major "$JAVA_HOME")
+        if [[ "$major" =~ ^[0-9]+$ ]] && [ "$major" -ge 21 ]; then
+            return 0
+        fi
+        echo "build.sh: JAVA_HOME=$JAVA_HOME is not a JDK 21 or newer; looking for one" >&2
+    fi
+    if command -v javac >/dev/null 2>&1; then
+        home=$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")
+        major=$(java_major "$home")
+        if [[ "$major" =~ ^[0-9]+$ ]] && [ "$major" -ge 21 ]; then
+            export JAVA_HOME=$home
+            return 0
+        fi
+    fi
+    for home in /usr/lib/jvm/* /Library/Java/JavaVirtualMachines/*/Contents/Home "$HOME"/.sdkman/candidates/java/* \
+                /opt/java/* /opt/jdk*; do
+        major=$(java_major "$home")
+        if [[ "$major" =~ ^[0-9]+$ ]] && [ "$major" -ge 21 ] && [ "$major" -gt "$best_major" ]; then
+            best=$home best_major=$major
+        fi
+    done
+    if [ -z "$best" ]; then
+        echo "build.sh: llmproxy needs JDK 21 or newer, and none was found (JAVA_HOME, PATH, /usr/lib/jvm," \
+             "/Library/Java/JavaVirtualMachines, ~/.sdkman, /opt); install one or set JAVA_HOME to it" >&2
         exit 1
     fi
-    version=$("$javac" -version 2>&1 | awk '{print $2}')
-    major=${version%%.*}
-    if ! [[ "$major" =~ ^[0-9]+$ ]] || [ "$major" -lt 21 ]; then
-        echo "build.sh: llmproxy needs JDK 21 or newer, but $javac is version $version;" \
-             "set JAVA_HOME to a JDK 21+ (for example JAVA_HOME=/usr/lib/jvm/temurin-25-jdk-amd64)" >&2
-        exit 1
-    fi
+    export JAVA_HOME=$best
+    echo "build.sh: using JDK $best_major at $JAVA_HOME (the default java is older than 21)" >&2
+}
+
+tool() {
+    echo "$JAVA_HOME/bin/$1"
 }
 
 jar_task() {
-    require_jdk21
     # An empty -sourcepath makes a second source file a compile error, as source launch on JDK 21 would.
     mkdir -p build/empty-sourcepath
     rm -rf build/classes
@@ -78,6 +103,9 @@ test_task() {
 
 task=${1:-}
 [ $# -gt 0 ] && shift
+case "$task" in
+    jar|test|bench|run) select_jdk ;;
+esac
 case "$task" in
     jar) jar_task ;;
     test) test_task ;;

@@ -16,6 +16,7 @@ Tasks:
   test         build the jar, compile test/*.java and run every test
   bench        build, then benchmark the jar against going direct (~5 min; bench --quick: ~1.5 min)
   run ARGS...  build the jar and run it with ARGS (e.g. ./build.sh run --target-url https://api.openai.com/v1)
+  jdk          print the JDK (JAVA_HOME) the other tasks use
   clean        remove build/
 
 Uses the JDK at JAVA_HOME when it is 21 or newer, else finds one (PATH, /usr/lib/jvm, macOS, SDKMAN, /opt)
@@ -104,13 +105,14 @@ test_task() {
 task=${1:-}
 [ $# -gt 0 ] && shift
 case "$task" in
-    jar|test|bench|run) select_jdk ;;
+    jar|test|bench|run|jdk) select_jdk ;;
 esac
 case "$task" in
     jar) jar_task ;;
     test) test_task ;;
     bench) compile_tests; exec "$(tool java)" -cp build/classes:build/test-classes Bench "$@" ;;
     run) jar_task; exec "$(tool java)" -jar build/llmproxy.jar "$@" ;;
+    jdk) echo "$JAVA_HOME" ;;
     clean) rm -rf build ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;

@@ -50,6 +50,26 @@ class LaunchTest {
     }
 
     @Test
+    void buildFindsAJdk21ItselfWhenJavaHomeIsOlder() throws Exception {
+        for (String javaHome : List.of("/nonexistent/jdk", "")) {
+            ProcessBuilder build = new ProcessBuilder("./build.sh", "jdk");
+            build.environment().put("JAVA_HOME", javaHome);
+            build.environment().put("PATH", "/usr/bin:/bin"); // a javac there is older than 21, or none
+            Process process = build.start();
+            String out = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+            String err = new String(process.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
+            assertTrue(process.waitFor(60, TimeUnit.SECONDS));
+            assertEquals(0, process.exitValue(), err);
+            Process version = new ProcessBuilder(out + "/bin/javac", "-version").redirectErrorStream(true).start();
+            String said = new String(version.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+            assertTrue(version.waitFor(60, TimeUnit.SECONDS));
+            int major = Integer.parseInt(said.split(" ")[1].split("\\.")[0]);
+            assertTrue(major >= 21, out + " is " + said);
+            assertTrue(javaHome.isEmpty() || err.contains("is not a JDK 21 or newer; looking for one"), err);
+        }
+    }
+
+    @Test
     void printsTheVersion() throws Exception {
         assertEquals("llmproxy " + LlmProxy.VERSION + "\n", output(JAVA, "-jar", "build/llmproxy.jar", "--version"));
     }

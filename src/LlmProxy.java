@@ -125,17 +125,21 @@ public final class LlmProxy {
 
     private LlmProxy() {}
 
+    /** What {@link #start} returns while the proxy serves: a signal ends it, not main. */
+    static final int SERVING = -1;
+
     public static void main(String[] args) {
         int code = start(args, System.out, System.err);
-        if (code != 0) {
+        if (code != SERVING) {
             System.exit(code);
         }
         // The server's dispatcher thread keeps the JVM alive until a signal runs the shutdown hook.
     }
 
     /**
-     * Runs the command line: prints help or version, or starts the proxy and returns while it
-     * serves. Returns the exit code: 0 started (or help shown), 1 could not start, 2 usage error.
+     * Runs the command line: prints help or version, writes a report, runs a command through the
+     * proxy, or starts the proxy and returns while it serves. Returns the exit code: 0 done, 1
+     * could not start, 2 usage error, a command's own status, or {@link #SERVING}.
      */
     static int start(String[] args, PrintStream out, PrintStream err) {
         Cli.Command command;
@@ -158,15 +162,19 @@ public final class LlmProxy {
         if (command instanceof Cli.Command.View view) {
             return Report.write(view.log(), view.output(), out, err);
         }
+        Config config = ((Cli.Command.Run) command).config();
         Proxy proxy;
         try {
-            proxy = Proxy.start(((Cli.Command.Run) command).config(), err);
+            proxy = Proxy.start(config, out, err);
         } catch (StartupException e) {
             err.println("llmproxy: " + e.getMessage());
             return 1;
         }
+        if (!config.command().isEmpty()) {
+            return Child.run(config, proxy, err);
+        }
         Signals.install(proxy, err);
-        return 0;
+        return SERVING;
     }
 
     // --- signals ---
@@ -182,7 +190,7 @@ public final class LlmProxy {
 
         static void install(Proxy proxy, PrintStream err) {
             AtomicInteger received = new AtomicInteger();
-            Runnable onSignal = () -> {
+            boolean caught = handle(name -> {
                 if (received.incrementAndGet() == 1) {
                     // Not a daemon (the signal thread is one): the JVM must not end before the log is written.
                     Thread.ofPlatform().name("llmproxy-shutdown").daemon(false).start(() -> {
@@ -195,14 +203,24 @@ public final class LlmProxy {
                     proxy.shutdownNow();
                     Runtime.getRuntime().halt(0);
                 }
-            };
+            });
+            if (!caught) {
+                Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                    proxy.shutdown(Proxy.shutdownGrace());
+                    Runtime.getRuntime().halt(0);
+                }, "llmproxy-shutdown"));
+            }
+        }
+
+        /** Calls {@code onSignal} with "TERM" or "INT" for each SIGTERM and SIGINT; false where the JDK cannot. */
+        static boolean handle(java.util.function.Consumer<String> onSignal) {
             try {
                 Class<?> signal = Class.forName("sun.misc.Signal");
                 Class<?> handlerType = Class.forName("sun.misc.SignalHandler");
                 Object handler = java.lang.reflect.Proxy.newProxyInstance(handlerType.getClassLoader(),
                         new Class<?>[] {handlerType}, (self, method, args) -> {
                             if (method.getName().equals("handle")) {
-                                onSignal.run();
+                                onSignal.accept((String) signal.getMethod("getName").invoke(args[0]));
                             }
                             return null;
                         });
@@ -210,12 +228,104 @@ public final class LlmProxy {
                 for (String name : List.of("TERM", "INT")) {
                     handle.invoke(null, signal.getConstructor(String.class).newInstance(name), handler);
                 }
+                return true;
             } catch (ReflectiveOperationException | RuntimeException e) {
-                Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-                    proxy.shutdown(Proxy.shutdownGrace());
-                    Runtime.getRuntime().halt(0);
-                }, "llmproxy-shutdown"));
+                return false;
             }
+        }
+    }
+
+    // --- a command through the proxy ---
+
+    /**
+     * {@code llmproxy [options] -- COMMAND [ARGS...]}: runs one command with its LLM client's
+     * base URL pointing at the proxy, passes its standard streams and the signals llmproxy gets
+     * through, and when it exits, finishes the exchanges in flight, writes every record and
+     * returns its exit status (128 + n for a command killed by signal n, as shells do).
+     */
+    static final class Child {
+        private Child() {}
+
+        static int run(Config config, Proxy proxy, PrintStream err) {
+            Map<String, String> variables = environment(config.target(), proxy.port(), config.envNames(), err);
+            ProcessBuilder builder = new ProcessBuilder(config.command()).inheritIO();
+            builder.environment().putAll(variables);
+            err.println("llmproxy: running " + String.join(" ", config.command()) + " with "
+                    + String.join(" ", variables.entrySet().stream().map(e -> e.getKey() + "=" + e.getValue()).toList()));
+            // Handled before the command starts, so that no signal finds the JVM's default action
+            // (exit) while the command runs on; one that comes before the start is passed on after it.
+            var started = new java.util.concurrent.CompletableFuture<Process>();
+            Signals.handle(name -> started.thenAccept(child -> forward(child, name))); // the command decides how to stop
+            Process child;
+            try {
+                child = builder.start();
+            } catch (IOException e) {
+                err.println("llmproxy: cannot run " + config.command().getFirst() + ": " + e.getMessage());
+                proxy.shutdown(Duration.ZERO);
+                return 127; // as shells say "command not found"
+            }
+            started.complete(child);
+            int status;
+            while (true) {
+                try {
+                    status = child.waitFor();
+                    break;
+                } catch (InterruptedException e) {
+                    // only the command's end ends the wait
+                }
+            }
+            proxy.shutdown(Proxy.shutdownGrace());
+            return status; // the JDK already reports a command killed by signal n as 128 + n
+        }
+
+        /** Sends the command the signal llmproxy got: the same one where the system's kill can, else SIGTERM. */
+        private static void forward(Process child, String name) {
+            try {
+                Process kill = new ProcessBuilder("kill", "-" + name, String.valueOf(child.pid()))
+                        .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+                if (kill.waitFor() == 0) {
+                    return;
+                }
+            } catch (IOException e) {
+                // no kill command here
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            child.destroy();
+        }
+
+        /**
+         * The variables that point the command's client at the proxy, chosen from the target:
+         * OpenAI's API and OpenAI-compatible /v1 targets set OPENAI_BASE_URL, Anthropic's
+         * ANTHROPIC_BASE_URL, Gemini's GOOGLE_GEMINI_BASE_URL, Ollama's OLLAMA_HOST; a target
+         * that fits none sets both OpenAI's and Anthropic's, and says so. --env names them instead.
+         */
+        static Map<String, String> environment(URI target, int port, List<String> names, PrintStream err) {
+            String root = "http://127.0.0.1:" + port;
+            Map<String, String> variables = new LinkedHashMap<>();
+            if (!names.isEmpty()) {
+                names.forEach(name -> variables.put(name, root));
+                return variables;
+            }
+            String host = target.getHost().toLowerCase(Locale.ROOT);
+            String path = target.getRawPath() == null ? "" : target.getRawPath().replaceAll("/+$", "");
+            if (host.equals("api.openai.com")) {
+                variables.put("OPENAI_BASE_URL", root + (path.endsWith("/v1") ? "" : "/v1"));
+            } else if (host.equals("api.anthropic.com")) {
+                variables.put("ANTHROPIC_BASE_URL", root);
+            } else if (host.equals("generativelanguage.googleapis.com")) {
+                variables.put("GOOGLE_GEMINI_BASE_URL", root);
+            } else if (target.getPort() == 11434) {
+                variables.put("OLLAMA_HOST", root);
+            } else if (path.endsWith("/v1")) {
+                variables.put("OPENAI_BASE_URL", root);
+            } else {
+                variables.put("OPENAI_BASE_URL", root);
+                variables.put("ANTHROPIC_BASE_URL", root);
+                err.println("llmproxy: " + target.getHost() + " is neither OpenAI's nor Anthropic's API: setting both"
+                        + " OPENAI_BASE_URL and ANTHROPIC_BASE_URL (--env NAME chooses)");
+            }
+            return variables;
         }
     }
 
@@ -252,7 +362,8 @@ public final class LlmProxy {
                                              set this header on every upstream request, replacing
                                              the client's; ${VAR} is read from the environment;
                                              repeatable
-                  -l, --log-file PATH        file to append records to (default: log.csv)
+                  -l, --log-file PATH        file to append records to, or - for standard output
+                                             (default: log.csv)
                       --log-format FORMAT    csv, or jsonl: one JSON object per line (default: csv)
                       --log-columns LIST     columns to log, comma-separated, or all (default:
                                              method,url,request_body,response_body); also time, id,
@@ -283,6 +394,14 @@ public final class LlmProxy {
                   -h, --help                 print this help and exit
                   -V, --version              print the version and exit
 
+                Run a command through the proxy:
+                  llmproxy [options] -- COMMAND [ARGS...]
+                                             start the proxy (on a free port unless -p is given),
+                                             run COMMAND with its base URL variable pointing at
+                                             it (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, ... chosen
+                                             from the target), and exit with its status
+                      --env NAME             set NAME to the proxy's URL instead; repeatable
+
                 Report:
                   llmproxy view LOG [-o FILE]
                                              write the log (CSV or JSONL) as one self-contained
@@ -293,6 +412,7 @@ public final class LlmProxy {
                   llmproxy -t https://api.openai.com/v1 -a 'Authorization: Bearer ${OPENAI_API_KEY}'
                   llmproxy -t https://api.anthropic.com -a 'x-api-key: ${ANTHROPIC_API_KEY}' -p 8081
                   llmproxy -t http://localhost:11434 -l ollama.csv -T 10
+                  llmproxy -t https://api.anthropic.com -a 'x-api-key: ${ANTHROPIC_API_KEY}' -- claude
                   llmproxy view log.csv
                 """;
 
@@ -326,10 +446,19 @@ public final class LlmProxy {
             Integer keep = null;
             List<String> allowHosts = new ArrayList<>();
             List<String> allowOrigins = new ArrayList<>();
+            List<String> envNames = new ArrayList<>();
+            List<String> command = List.of();
             Duration timeout = null;
             List<AddedHeader> headers = new ArrayList<>();
             for (int i = 0; i < args.length; i++) {
                 String arg = args[i];
+                if (arg.equals("--")) {
+                    command = List.of(args).subList(i + 1, args.length);
+                    if (command.isEmpty()) {
+                        throw new UsageException("'--' must be followed by a command to run through the proxy");
+                    }
+                    break;
+                }
                 String name = arg;
                 String value = null;
                 int eq = arg.indexOf('=');
@@ -379,6 +508,7 @@ public final class LlmProxy {
                     case "--log-keep" -> keep = once(option, keep, parseCount(option, value));
                     case "--allow-host" -> allowHosts.add(Access.parseAllowedHost(value));
                     case "--allow-origin" -> allowOrigins.add(Access.parseAllowedOrigin(value));
+                    case "--env" -> envNames.add(parseEnvName(value));
                     case "--log-columns" -> columns = once(option, columns, Column.parse(value));
                     case "--log-format" -> format = once(option, format, LogFormat.parse(value));
                     case "--timeout" -> timeout = once(option, timeout, parseMinutes(value));
@@ -389,10 +519,13 @@ public final class LlmProxy {
             if (target == null) {
                 throw new UsageException("missing required option --target-url");
             }
+            if (!envNames.isEmpty() && command.isEmpty()) {
+                throw new UsageException("--env names variables for a command: give one after '--'");
+            }
             return new Command.Run(new Config(
                     parseTarget(target),
                     bindAddress(host == null ? "127.0.0.1" : host),
-                    port == null ? 8080 : port,
+                    port == null ? (command.isEmpty() ? 8080 : 0) : port,
                     headers,
                     Path.of(logFile == null ? "log.csv" : logFile),
                     format == null ? LogFormat.CSV : format,
@@ -406,7 +539,9 @@ public final class LlmProxy {
                     timeout == null ? Duration.ofMinutes(3) : timeout,
                     allowHosts,
                     allowOrigins,
-                    uiPort == null ? -1 : uiPort));
+                    uiPort == null ? -1 : uiPort,
+                    command,
+                    envNames));
         }
 
         /** {@code view LOG [-o FILE]}: the report of a log. */
@@ -449,6 +584,7 @@ public final class LlmProxy {
                 case "--log-keep" -> "--log-keep";
                 case "--allow-host" -> "--allow-host";
                 case "--allow-origin" -> "--allow-origin";
+                case "--env" -> "--env";
                 case "--log-columns" -> "--log-columns";
                 case "--log-format" -> "--log-format";
                 case "-T", "--timeout" -> "--timeout";
@@ -476,6 +612,13 @@ public final class LlmProxy {
             }
             throw new UsageException("--target-url must be an absolute http:// or https:// URL"
                     + " with a host (no user info or #fragment), got '" + value + "'");
+        }
+
+        private static String parseEnvName(String value) {
+            if (value.matches("[A-Za-z_][A-Za-z0-9_]*")) {
+                return value;
+            }
+            throw new UsageException("--env takes an environment variable name such as OPENAI_BASE_URL, got '" + value + "'");
         }
 
         private static int parsePort(String option, String value) {
@@ -544,7 +687,8 @@ public final class LlmProxy {
     record Config(URI target, InetAddress host, int port, List<AddedHeader> addHeaders, Path logFile,
                   LogFormat logFormat, List<Column> logColumns, boolean logSecrets, boolean logExcelSafe,
                   boolean logBase64, long logMaxBody, long logRotate, int logKeep, Duration timeout,
-                  List<String> allowHosts, List<String> allowOrigins, int uiPort) {
+                  List<String> allowHosts, List<String> allowOrigins, int uiPort, List<String> command,
+                  List<String> envNames) {
         Config {
             if (!target.isAbsolute() || target.getHost() == null) {
                 throw new UsageException("--target-url must be an absolute URL, got '" + target + "'");
@@ -568,6 +712,21 @@ public final class LlmProxy {
             addHeaders = List.copyOf(addHeaders);
             allowHosts = List.copyOf(allowHosts);
             allowOrigins = List.copyOf(allowOrigins);
+            command = List.copyOf(command);
+            envNames = List.copyOf(envNames);
+            boolean toStdout = logFile.toString().equals("-"); // the field is not set yet: see logToStdout()
+            if (toStdout && (logRotate > 0 || logKeep > 0)) {
+                throw new UsageException("--log-rotate and --log-keep do not apply to --log-file - (standard output)");
+            }
+            if (toStdout && !command.isEmpty()) {
+                throw new UsageException("--log-file - cannot share standard output with the command's own output;"
+                        + " give a file");
+            }
+        }
+
+        /** True for --log-file -: records go to standard output. */
+        boolean logToStdout() {
+            return logFile.toString().equals("-");
         }
 
         /**
@@ -791,18 +950,27 @@ public final class LlmProxy {
         }
 
         static Proxy start(Config config, PrintStream err) {
+            return start(config, System.out, err);
+        }
+
+        /** Starts the proxy; {@code out} takes the records with --log-file -. */
+        static Proxy start(Config config, PrintStream out, PrintStream err) {
             Limits limits = Limits.fromSystem();
             if (System.getProperty("jdk.httpserver.maxConnections") == null && limits.maxConnections() > 0) {
                 System.setProperty("jdk.httpserver.maxConnections", String.valueOf(limits.maxConnections()));
             }
-            return start(config, limits, err);
+            return start(config, limits, out, err);
         }
 
         static Proxy start(Config config, Limits limits, PrintStream err) {
+            return start(config, limits, System.out, err);
+        }
+
+        static Proxy start(Config config, Limits limits, PrintStream out, PrintStream err) {
             tuneJdkProperties();
             Threads threads = Threads.fromSystem();
             LogMemory memory = LogMemory.fromSystem();
-            LogWriter log = LogWriter.open(config, memory, err);
+            LogWriter log = LogWriter.open(config, memory, out, err);
             HttpServer server;
             try {
                 server = HttpServer.create(new InetSocketAddress(config.host(), config.port()), 1024);
@@ -848,7 +1016,8 @@ public final class LlmProxy {
             Proxy proxy = new Proxy(server, handlers, client, watchdog, log, forwarder, viewer, err);
             InetAddress host = config.host();
             err.println("llmproxy " + VERSION + " listening on http://" + hostPort(host, proxy.port())
-                    + " -> " + Secrets.maskQuery(config.target().toString()) + ", logging to " + config.logFile().toAbsolutePath()
+                    + " -> " + Secrets.maskQuery(config.target().toString()) + ", logging to "
+                    + (config.logToStdout() ? "standard output" : config.logFile().toAbsolutePath())
                     + ", up to " + limits.maxExchanges() + " exchanges at once on " + threads.describe());
             if (viewer != null) {
                 err.println("llmproxy: live viewer at http://127.0.0.1:" + viewer.port() + "/ (loopback only)");
@@ -2936,6 +3105,8 @@ public final class LlmProxy {
         private int pendingRecords;
         private final StringBuilder summaries = new StringBuilder();
         private OutputStream out;
+        /** Standard output, with --log-file -: never re-opened, rotated or closed. */
+        private volatile PrintStream stdout;
         private Object openedKey; // identity (device, inode) of the file `out` writes to
         private long size;
         private boolean failing;
@@ -2955,7 +3126,7 @@ public final class LlmProxy {
             this.keep = config.logKeep();
             this.keepBase64 = config.logBase64();
             this.out = out;
-            this.openedKey = fileKey(config.logFile());
+            this.openedKey = config.logToStdout() ? null : fileKey(config.logFile());
             this.size = size;
             this.err = err;
             thread = new Thread(this::run, "llmproxy-log-writer");
@@ -2976,9 +3147,23 @@ public final class LlmProxy {
          * is refused. The writer gives back to {@code memory} what each record held once written.
          */
         static LogWriter open(Config config, LogMemory memory, PrintStream err) {
+            return open(config, memory, System.out, err);
+        }
+
+        /** As {@link #open(Config, LogMemory, PrintStream)}; with --log-file - the records go to {@code stdout}. */
+        static LogWriter open(Config config, LogMemory memory, PrintStream stdout, PrintStream err) {
             Path file = config.logFile();
             boolean jsonl = config.logFormat() == LogFormat.JSONL;
             String header = headerRow(config.logColumns());
+            if (config.logToStdout()) {
+                if (!jsonl) {
+                    stdout.print(header + "\r\n");
+                    stdout.flush();
+                }
+                LogWriter writer = new LogWriter(config, memory, stdout, 0, err);
+                writer.stdout = stdout;
+                return writer;
+            }
             try {
                 createPrivate(file);
                 String first = firstLine(file);
@@ -3147,7 +3332,9 @@ public final class LlmProxy {
         private void flush() {
             if (pendingRecords > 0) {
                 try {
-                    if (out == null || !Objects.equals(fileKey(file), openedKey)) {
+                    if (stdout != null) {
+                        out = stdout;
+                    } else if (out == null || !Objects.equals(fileKey(file), openedKey)) {
                         reopen(); // never opened, failed, or deleted, moved or replaced underneath
                     }
                     byte[] bytes = pending.toString().getBytes(StandardCharsets.UTF_8);
@@ -3263,6 +3450,10 @@ public final class LlmProxy {
         }
 
         private void closeQuietly() {
+            if (stdout != null) {
+                stdout.flush(); // standard output stays open: it is not ours
+                return;
+            }
             if (out != null) {
                 try {
                     out.close();
@@ -4883,7 +5074,9 @@ public final class LlmProxy {
             server.createContext("/", viewer::handle);
             server.setExecutor(handlers);
             server.start();
-            viewer.thread.execute(() -> viewer.loadLog(config.logFile()));
+            if (!config.logToStdout()) {
+                viewer.thread.execute(() -> viewer.loadLog(config.logFile()));
+            }
             viewer.thread.scheduleWithFixedDelay(viewer::deliver, FEED_NANOS, FEED_NANOS, TimeUnit.NANOSECONDS);
             return viewer;
         }

@@ -136,6 +136,15 @@ class CliTest {
         "-t https://h --log-keep 3                            | --log-keep needs --log-rotate",
         "-t https://h --log-rotate 1m --log-keep 0            | --log-keep must be a whole number from 1 to 999999, got '0'",
         "-t https://h --log-excel-safe=1                      | --log-excel-safe takes no value",
+        "-t https://h --                                      | '--' must be followed by a command",
+        "-t https://h --env OPENAI_BASE_URL                   | --env names variables for a command",
+        "-t https://h --env 1BAD -- true                      | --env takes an environment variable name",
+        "-t https://h -l - --log-rotate 1m                    | --log-rotate and --log-keep do not apply to --log-file -",
+        "-t https://h -l - -- true                            | --log-file - cannot share standard output",
+        "-t https://h --ui-port 99999                         | --ui-port must be a number from 0 to 65535",
+        "view                                                 | view needs a log file",
+        "view a.csv b.csv                                     | view: unexpected argument 'b.csv'",
+        "view a.csv -o                                        | view: option -o needs a file name",
         "-t https://h -a 'Authorization: Bearer ${UNSET_VAR}' | environment variable 'UNSET_VAR' is not set",
         "-t https://h -a 'X: ${OPEN'                          | --add-header value has '${' without a closing '}'",
         "-t https://h -T 0                                    | --timeout must be a positive number of minutes",
@@ -258,6 +267,16 @@ class CliTest {
         assertEquals(List.of("http://app.example:3000", "*"), config.allowOrigins());
         assertEquals(5, config.logKeep());
         assertTrue(config.logExcelSafe());
+    }
+
+    @Test
+    void takesACommandAfterTheDoubleDashAndAFreePortForIt() {
+        var config = parse(Map.of(), "-t", "https://api.anthropic.com", "--env", "MY_URL", "--", "claude", "-p", "--", "x");
+        assertEquals(List.of("claude", "-p", "--", "x"), config.command(), "everything after the first -- is the command's");
+        assertEquals(List.of("MY_URL"), config.envNames());
+        assertEquals(0, config.port());
+        assertEquals(9000, parse(Map.of(), "-t", "https://h", "-p", "9000", "--", "true").port());
+        assertTrue(parse(Map.of(), "-t", "https://h", "-l", "-").logToStdout());
     }
 
     @Test

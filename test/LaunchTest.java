@@ -2,14 +2,17 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.io.BufferedReader;
 import java.io.EOFException;
 import java.io.IOException;
+import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
@@ -67,6 +70,100 @@ class LaunchTest {
             assertTrue(major >= 21, out + " is " + said);
             assertTrue(javaHome.isEmpty() || err.contains("is not a JDK 21 or newer; looking for one"), err);
         }
+    }
+
+    @Test
+    void writesTheSameRecordsToStandardOutputAsToAFile() throws Exception {
+        String onStdout;
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 2);
+            exchange.getResponseBody().write("ok".getBytes(StandardCharsets.UTF_8));
+        })) {
+            List<String> logs = new ArrayList<>();
+            for (String file : List.of("-", dir.resolve("file.csv").toString())) {
+                try (var proxy = new TestSupport.Launched(upstream.url(), Path.of(file))) {
+                    for (String path : List.of("/v1/a", "/v1/b")) {
+                        try (var client = new TestSupport.RawClient(proxy.port)) {
+                            client.send("POST " + path + " HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}").readHead();
+                            client.body();
+                        }
+                    }
+                    assertEquals(0, proxy.terminate());
+                    logs.add(file.equals("-") ? new String(proxy.process.getInputStream().readAllBytes(), StandardCharsets.UTF_8)
+                            : Files.readString(Path.of(file)));
+                }
+            }
+            onStdout = logs.get(0);
+            assertEquals(logs.get(1), onStdout, "byte for byte what the file holds, and nothing else");
+        }
+        assertEquals(3, TestSupport.Csv.parse(onStdout).size());
+    }
+
+    @Test
+    void runsACommandWithTheBaseUrlsAndExitsWithItsStatus() throws Exception {
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 2);
+            exchange.getResponseBody().write("hi".getBytes(StandardCharsets.UTF_8));
+        })) {
+            Path log = dir.resolve("child.csv");
+            Process process = new ProcessBuilder(JAVA, "-jar", "build/llmproxy.jar", "-t", upstream.url(), "-l", log.toString(),
+                    "--", "sh", "-c", "echo \"openai=$OPENAI_BASE_URL anthropic=$ANTHROPIC_BASE_URL\";"
+                            + " curl -s -X POST -d '{}' \"$OPENAI_BASE_URL/v1/chat/completions\"; echo; exit 3").start();
+            String out = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            String err = new String(process.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
+            assertTrue(process.waitFor(60, TimeUnit.SECONDS));
+            assertEquals(3, process.exitValue(), err);
+            Matcher m = Pattern.compile("openai=http://127\\.0\\.0\\.1:(\\d+) anthropic=http://127\\.0\\.0\\.1:(\\d+)\nhi\n")
+                    .matcher(out);
+            assertTrue(m.matches(), "the child's output only, on stdout: " + out);
+            assertEquals(m.group(1), m.group(2));
+            assertTrue(err.contains("setting both OPENAI_BASE_URL and ANTHROPIC_BASE_URL"), err);
+            List<List<String>> records = TestSupport.Csv.parse(Files.readString(log));
+            assertEquals(List.of("POST", "http://127.0.0.1:" + m.group(1) + "/v1/chat/completions", "{}", "hi"),
+                    records.get(1), "every record is written before llmproxy exits");
+        }
+    }
+
+    @Test
+    void choosesTheVariableFromTheTargetOrFromEnv() {
+        var err = new java.io.PrintStream(java.io.OutputStream.nullOutputStream());
+        assertEquals(Map.of("ANTHROPIC_BASE_URL", "http://127.0.0.1:9"),
+                LlmProxy.Child.environment(java.net.URI.create("https://api.anthropic.com"), 9, List.of(), err));
+        assertEquals(Map.of("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+                LlmProxy.Child.environment(java.net.URI.create("https://api.openai.com"), 9, List.of(), err));
+        assertEquals(Map.of("OPENAI_BASE_URL", "http://127.0.0.1:9"),
+                LlmProxy.Child.environment(java.net.URI.create("https://api.openai.com/v1"), 9, List.of(), err));
+        assertEquals(Map.of("OPENAI_BASE_URL", "http://127.0.0.1:9"),
+                LlmProxy.Child.environment(java.net.URI.create("https://openrouter.ai/api/v1"), 9, List.of(), err));
+        assertEquals(Map.of("OLLAMA_HOST", "http://127.0.0.1:9"),
+                LlmProxy.Child.environment(java.net.URI.create("http://localhost:11434"), 9, List.of(), err));
+        assertEquals(Map.of("GOOGLE_GEMINI_BASE_URL", "http://127.0.0.1:9"),
+                LlmProxy.Child.environment(java.net.URI.create("https://generativelanguage.googleapis.com"), 9, List.of(), err));
+        assertEquals(Map.of("MY_URL", "http://127.0.0.1:9"),
+                LlmProxy.Child.environment(java.net.URI.create("https://api.openai.com"), 9, List.of("MY_URL"), err));
+    }
+
+    @Test
+    void exitsLikeAShellWhenTheCommandIsKilledByASignal() throws Exception {
+        Process process = new ProcessBuilder(JAVA, "-jar", "build/llmproxy.jar", "-t", "http://127.0.0.1:9",
+                "-l", dir.resolve("killed.csv").toString(), "--", "sh", "-c", "kill -9 $$").start();
+        process.getInputStream().readAllBytes();
+        assertTrue(process.waitFor(60, TimeUnit.SECONDS));
+        assertEquals(128 + 9, process.exitValue());
+    }
+
+    @Test
+    void passesSigintOnToTheCommand() throws Exception {
+        Process process = new ProcessBuilder(JAVA, "-jar", "build/llmproxy.jar", "-t", "http://127.0.0.1:9",
+                "-l", dir.resolve("int.csv").toString(), "--", "sh", "-c",
+                "trap 'echo got INT; exit 42' INT; echo ready; i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done")
+                .start();
+        var out = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8));
+        assertEquals("ready", out.readLine());
+        new ProcessBuilder("kill", "-INT", String.valueOf(process.pid())).start().waitFor();
+        assertEquals("got INT", out.readLine());
+        assertTrue(process.waitFor(60, TimeUnit.SECONDS));
+        assertEquals(42, process.exitValue(), "the command's status is llmproxy's");
     }
 
     @Test

@@ -3754,8 +3754,8 @@ public final class LlmProxy {
     /** What the log shows of an LLM exchange; null fields are empty columns. */
     record Llm(String model, Boolean stream, String text, String reasoning, String toolCalls,
                Long inputTokens, Long outputTokens, Long cachedTokens, String stopReason, Long reasoningTokens,
-               Long cacheWriteTokens) {
-        static final Llm NONE = new Llm(null, null, null, null, null, null, null, null, null, null, null);
+               Long cacheWriteTokens, String responseModel, String responseId) {
+        static final Llm NONE = new Llm(null, null, null, null, null, null, null, null, null, null, null, null, null);
     }
 
     /**
@@ -3924,6 +3924,7 @@ public final class LlmProxy {
             private Long cached;
             private Long reasoningTokens;
             private Long cacheWrite;
+            private String id;
             private String stop;
             private boolean refused;
 
@@ -3966,6 +3967,7 @@ public final class LlmProxy {
 
             void openAiChat(Object m) {
                 model = firstNonNull(model, Json.string(m, "model"));
+                id = firstNonNull(id, Json.string(m, "id"));
                 Object choice = null; // the first choice only: with n > 1, the others would interleave with it
                 if (Json.at(m, "choices") instanceof List<?> choices) {
                     for (Object c : choices) {
@@ -4034,6 +4036,7 @@ public final class LlmProxy {
             /** A Responses API response object: its model, status and usage, and when whole its output. */
             private void responseObject(Object r, boolean whole) {
                 model = firstNonNull(Json.string(r, "model"), model);
+                id = firstNonNull(Json.string(r, "id"), id);
                 String status = Json.string(r, "status");
                 boolean errorSaid = stop != null && stop.startsWith("error:"); // by an error event: keep its code
                 if (status != null && !status.equals("in_progress") && !status.equals("queued") && !errorSaid) {
@@ -4081,6 +4084,7 @@ public final class LlmProxy {
                     case "message_start" -> {
                         Object message = Json.at(m, "message");
                         model = firstNonNull(Json.string(message, "model"), model);
+                        id = firstNonNull(Json.string(message, "id"), id);
                         input = firstNonNull(Json.number(message, "usage", "input_tokens"), input);
                         cached = firstNonNull(Json.number(message, "usage", "cache_read_input_tokens"), cached);
                         cacheWrite = firstNonNull(Json.number(message, "usage", "cache_creation_input_tokens"), cacheWrite);
@@ -4109,6 +4113,7 @@ public final class LlmProxy {
                     }
                     case "message" -> { // not streamed
                         model = Json.string(m, "model");
+                        id = Json.string(m, "id");
                         if (Json.at(m, "content") instanceof List<?> blocks) {
                             for (int i = 0; i < blocks.size(); i++) {
                                 Object block = blocks.get(i);
@@ -4162,6 +4167,7 @@ public final class LlmProxy {
 
             void gemini(Object m) {
                 model = firstNonNull(Json.string(m, "modelVersion"), model);
+                id = firstNonNull(id, Json.string(m, "responseId"));
                 Object candidate = Json.at(m, "candidates", 0);
                 if (Json.at(candidate, "content", "parts") instanceof List<?> parts) {
                     for (Object part : parts) {
@@ -4194,7 +4200,7 @@ public final class LlmProxy {
                 }
                 return new Llm(firstNonNull(requestModel, model), stream, text.isEmpty() ? null : text.toString(),
                         reasoning.isEmpty() ? null : reasoning.toString(), calls.isEmpty() ? null : calls.toString(),
-                        input, output, cached, stop, reasoningTokens, cacheWrite);
+                        input, output, cached, stop, reasoningTokens, cacheWrite, model, id);
             }
         }
 

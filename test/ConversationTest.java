@@ -54,7 +54,7 @@ class ConversationTest {
     void assemblesAStreamedChatCompletionWithToolCallsAndUsage() {
         var llm = read("/v1/chat/completions", CHAT_REQUEST, SSE, CHAT_STREAM);
         assertEquals(new LlmProxy.Llm("gpt-4o-mini", true, "Hello, wörld", null,
-                "get_weather({\"city\":\"Paris\"})\nget_time({})", 25L, 12L, 8L, "tool_calls", null, null), llm);
+                "get_weather({\"city\":\"Paris\"})\nget_time({})", 25L, 12L, 8L, "tool_calls", null, null, "gpt-4o-mini-2024-07-18", "chatcmpl-1"), llm);
     }
 
     @Test
@@ -85,7 +85,7 @@ class ConversationTest {
                  "usage":{"prompt_tokens":40,"completion_tokens":9,"total_tokens":49}}""";
         var llm = read("/chat/completions", "{\"model\":\"gpt-4o\",\"messages\":[]}", "application/json", response);
         assertEquals(new LlmProxy.Llm("gpt-4o", false, null, "Think first.", "lookup({\"q\":\"x\"})", 40L, 9L, null,
-                "tool_calls", null, null), llm);
+                "tool_calls", null, null, "gpt-4o-2024-08-06", "chatcmpl-2"), llm);
     }
 
     @Test
@@ -133,7 +133,7 @@ class ConversationTest {
     void assemblesAStreamedResponsesCall() {
         var llm = read("/v1/responses", "{\"model\":\"gpt-5\",\"stream\":true,\"input\":\"hi\"}", SSE, RESPONSES_STREAM);
         assertEquals(new LlmProxy.Llm("gpt-5", true, "Checking now.", "Need the weather.",
-                "get_weather({\"city\":\"Oslo\"})", 52L, 31L, 0L, "completed", 12L, null), llm);
+                "get_weather({\"city\":\"Oslo\"})", 52L, 31L, 0L, "completed", 12L, null, "gpt-5-2025-08-07", "resp_1"), llm);
     }
 
     @Test
@@ -162,7 +162,7 @@ class ConversationTest {
                  "usage":{"input_tokens":7,"input_tokens_details":{"cached_tokens":3},"output_tokens":4,"total_tokens":11}}""";
         var llm = read("/v1/responses", "{\"model\":\"gpt-5-mini\",\"input\":\"hi\"}", "application/json", response);
         assertEquals(new LlmProxy.Llm("gpt-5-mini", false, "Hi there.", "Simple.", "note({\"x\":1})", 7L, 4L, 3L,
-                "completed", null, null), llm);
+                "completed", null, null, "gpt-5-mini-2025-08-07", "resp_2"), llm);
     }
 
     // --- Anthropic Messages ---
@@ -223,7 +223,7 @@ class ConversationTest {
         var llm = read("/v1/messages", "{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":1024,\"stream\":true}", SSE,
                 ANTHROPIC_STREAM);
         assertEquals(new LlmProxy.Llm("claude-sonnet-4-5", true, "Let me check.", "The user wants the weather.",
-                "get_weather({\"location\": \"San Francisco\"})", 472L, 89L, 100L, "tool_use", null, null), llm);
+                "get_weather({\"location\": \"San Francisco\"})", 472L, 89L, 100L, "tool_use", null, null, "claude-sonnet-4-5-20250929", "msg_1"), llm);
     }
 
     @Test
@@ -245,7 +245,7 @@ class ConversationTest {
                  "usage":{"input_tokens":20,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":30}}""";
         var llm = read("/v1/messages", "{\"model\":\"claude-haiku-4-5\"}", "application/json", response);
         assertEquals(new LlmProxy.Llm("claude-haiku-4-5", false, "Sure.", null, "search({\"q\":\"jdk\",\"n\":3})", 20L,
-                30L, 0L, "tool_use", null, 0L), llm);
+                30L, 0L, "tool_use", null, 0L, "claude-haiku-4-5-20251001", "msg_2"), llm);
     }
 
     // --- Ollama ---
@@ -259,7 +259,7 @@ class ConversationTest {
                 {"model":"qwen3:8b","created_at":"2026-11-27T14:00:01Z","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","total_duration":1,"prompt_eval_count":26,"eval_count":290}
                 """;
         var llm = read("/api/chat", "{\"model\":\"qwen3:8b\",\"messages\":[]}", "application/x-ndjson", stream);
-        assertEquals(new LlmProxy.Llm("qwen3:8b", true, "Hi!", "Hmm.", "wave({\"times\":2})", 26L, 290L, null, "stop", null, null), llm);
+        assertEquals(new LlmProxy.Llm("qwen3:8b", true, "Hi!", "Hmm.", "wave({\"times\":2})", 26L, 290L, null, "stop", null, null, "qwen3:8b", null), llm);
     }
 
     @Test
@@ -268,7 +268,7 @@ class ConversationTest {
                 {"model":"llama3.2","created_at":"2026-11-27T14:00:00Z","response":"The sky is blue.","done":true,"done_reason":"stop","prompt_eval_count":10,"eval_count":6}""";
         var llm = read("/api/generate", "{\"model\":\"llama3.2\",\"prompt\":\"Why?\",\"stream\":false}", "application/json",
                 response);
-        assertEquals(new LlmProxy.Llm("llama3.2", false, "The sky is blue.", null, null, 10L, 6L, null, "stop", null, null), llm);
+        assertEquals(new LlmProxy.Llm("llama3.2", false, "The sky is blue.", null, null, 10L, 6L, null, "stop", null, null, "llama3.2", null), llm);
     }
 
     // --- Gemini ---
@@ -288,7 +288,7 @@ class ConversationTest {
                 GEMINI_STREAM);
         // Gemini counts thinking apart from the answer (candidates 5, thoughts 20); both are billed output.
         assertEquals(new LlmProxy.Llm("gemini-2.5-flash", true, "Two plus two is four.", "Planning.", null, 9L, 25L, 2L,
-                "STOP", 20L, null), llm);
+                "STOP", 20L, null, "gemini-2.5-flash", null), llm);
     }
 
     @Test
@@ -297,7 +297,7 @@ class ConversationTest {
                 {"candidates": [{"content": {"parts": [{"functionCall": {"name": "add", "args": {"a": 2, "b": 2}}}],"role": "model"},"finishReason": "STOP"}],
                  "usageMetadata": {"promptTokenCount": 12,"candidatesTokenCount": 3},"modelVersion": "gemini-2.5-pro"}""";
         var llm = read("/v1beta/models/gemini-2.5-pro:generateContent", "{}", "application/json", one);
-        assertEquals(new LlmProxy.Llm("gemini-2.5-pro", false, null, null, "add({\"a\":2,\"b\":2})", 12L, 3L, null, "STOP", null, null),
+        assertEquals(new LlmProxy.Llm("gemini-2.5-pro", false, null, null, "add({\"a\":2,\"b\":2})", 12L, 3L, null, "STOP", null, null, "gemini-2.5-pro", null),
                 llm);
         String array = "[" + GEMINI_STREAM.lines().filter(l -> l.startsWith("data: ")).map(l -> l.substring(6))
                 .reduce((a, b) -> a + ",\n" + b).orElseThrow() + "]";

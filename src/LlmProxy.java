@@ -352,6 +352,12 @@ public final class LlmProxy {
                                              default only this proxy's own addresses and names:
                                              localhost, 127.0.0.1 and [::1] on loopback);
                                              repeatable
+                      --otlp-endpoint URL    send one OpenTelemetry span per exchange (GenAI
+                                             conventions) over OTLP/HTTP JSON to URL, /v1/traces
+                                             added; also OTEL_EXPORTER_OTLP_ENDPOINT and the
+                                             other OTEL_* variables (default: off)
+                      --otlp-content         put the messages in the spans too, redacted as in the
+                                             log (default: left out)
                       --ui-port N            serve the live viewer at http://127.0.0.1:N/ (always
                                              on loopback); 0 picks a free port (default: off)
                       --allow-origin ORIGIN  also serve requests from web pages at ORIGIN, e.g.
@@ -441,6 +447,8 @@ public final class LlmProxy {
             boolean secrets = false;
             boolean excelSafe = false;
             boolean base64 = false;
+            boolean otlpContent = false;
+            String otlpEndpoint = null;
             Long maxBody = null;
             Long rotate = null;
             Integer keep = null;
@@ -473,13 +481,14 @@ public final class LlmProxy {
                     case "-V", "--version" -> {
                         return new Command.Version();
                     }
-                    case "--log-secrets", "--log-excel-safe", "--log-base64" -> {
+                    case "--log-secrets", "--log-excel-safe", "--log-base64", "--otlp-content" -> {
                         if (value != null) {
                             throw new UsageException(name + " takes no value");
                         }
                         switch (name) {
                             case "--log-secrets" -> secrets = true;
                             case "--log-excel-safe" -> excelSafe = true;
+                            case "--otlp-content" -> otlpContent = true;
                             default -> base64 = true;
                         }
                         continue;
@@ -509,6 +518,7 @@ public final class LlmProxy {
                     case "--allow-host" -> allowHosts.add(Access.parseAllowedHost(value));
                     case "--allow-origin" -> allowOrigins.add(Access.parseAllowedOrigin(value));
                     case "--env" -> envNames.add(parseEnvName(value));
+                    case "--otlp-endpoint" -> otlpEndpoint = once(option, otlpEndpoint, value);
                     case "--log-columns" -> columns = once(option, columns, Column.parse(value));
                     case "--log-format" -> format = once(option, format, LogFormat.parse(value));
                     case "--timeout" -> timeout = once(option, timeout, parseMinutes(value));
@@ -541,7 +551,8 @@ public final class LlmProxy {
                     allowOrigins,
                     uiPort == null ? -1 : uiPort,
                     command,
-                    envNames));
+                    envNames,
+                    Telemetry.Settings.of(otlpEndpoint, otlpContent, env)));
         }
 
         /** {@code view LOG [-o FILE]}: the report of a log. */
@@ -585,6 +596,7 @@ public final class LlmProxy {
                 case "--allow-host" -> "--allow-host";
                 case "--allow-origin" -> "--allow-origin";
                 case "--env" -> "--env";
+                case "--otlp-endpoint" -> "--otlp-endpoint";
                 case "--log-columns" -> "--log-columns";
                 case "--log-format" -> "--log-format";
                 case "-T", "--timeout" -> "--timeout";
@@ -688,7 +700,7 @@ public final class LlmProxy {
                   LogFormat logFormat, List<Column> logColumns, boolean logSecrets, boolean logExcelSafe,
                   boolean logBase64, long logMaxBody, long logRotate, int logKeep, Duration timeout,
                   List<String> allowHosts, List<String> allowOrigins, int uiPort, List<String> command,
-                  List<String> envNames) {
+                  List<String> envNames, Telemetry.Settings otlp) {
         Config {
             if (!target.isAbsolute() || target.getHost() == null) {
                 throw new UsageException("--target-url must be an absolute URL, got '" + target + "'");
@@ -914,12 +926,14 @@ public final class LlmProxy {
         private final LogWriter log;
         private final Forwarder forwarder;
         private final Viewer viewer; // null without --ui-port
+        private final Telemetry telemetry; // null without an OTLP endpoint
         private final PrintStream err;
         private boolean stopped;
 
         private Proxy(HttpServer server, ExecutorService handlers, HttpClient client, IdleWatchdog watchdog,
-                      LogWriter log, Forwarder forwarder, Viewer viewer, PrintStream err) {
+                      LogWriter log, Forwarder forwarder, Viewer viewer, Telemetry telemetry, PrintStream err) {
             this.viewer = viewer;
+            this.telemetry = telemetry;
             this.server = server;
             this.handlers = handlers;
             this.client = client;
@@ -1005,15 +1019,16 @@ public final class LlmProxy {
                 log.close();
                 throw e;
             }
+            Telemetry telemetry = config.otlp() == null ? null : new Telemetry(config.otlp(), config, err);
             IdleWatchdog watchdog = new IdleWatchdog(config.timeout());
             ExecutorService handlers = Executors.newThreadPerTaskExecutor(threads.factory("llmproxy-exchange-"));
             Forwarder forwarder = new Forwarder(config, limits.maxExchanges(), memory, client, watchdog, log,
                     Access.of(config), new Secrets(!config.logSecrets(), config.addHeaders()),
-                    threads.factory("llmproxy-upload-"), viewer);
+                    threads.factory("llmproxy-upload-"), viewer, telemetry);
             server.createContext("/", forwarder::handle);
             server.setExecutor(handlers);
             server.start();
-            Proxy proxy = new Proxy(server, handlers, client, watchdog, log, forwarder, viewer, err);
+            Proxy proxy = new Proxy(server, handlers, client, watchdog, log, forwarder, viewer, telemetry, err);
             InetAddress host = config.host();
             err.println("llmproxy " + VERSION + " listening on http://" + hostPort(host, proxy.port())
                     + " -> " + Secrets.maskQuery(config.target().toString()) + ", logging to "
@@ -1021,6 +1036,10 @@ public final class LlmProxy {
                     + ", up to " + limits.maxExchanges() + " exchanges at once on " + threads.describe());
             if (viewer != null) {
                 err.println("llmproxy: live viewer at http://127.0.0.1:" + viewer.port() + "/ (loopback only)");
+            }
+            if (config.otlp() != null) {
+                err.println("llmproxy: sending a span per exchange to " + Secrets.maskQuery(config.otlp().endpoint().toString())
+                        + (config.otlp().content() ? ", messages included" : ", without messages (--otlp-content)"));
             }
             exposureWarning(host).ifPresent(err::println);
             if (config.allowOrigins().contains("*")) {
@@ -1080,6 +1099,9 @@ public final class LlmProxy {
             log.close();
             if (viewer != null) {
                 viewer.close();
+            }
+            if (telemetry != null) {
+                telemetry.close();
             }
             err.println("llmproxy: stopped; " + log.written() + " records written to " + log.file());
         }
@@ -1523,6 +1545,8 @@ public final class LlmProxy {
         private final java.util.concurrent.ThreadFactory uploads;
         /** The live viewer, told of each exchange as it starts and ends; null without --ui-port. */
         private final Viewer viewer;
+        /** The OTLP exporter, told of each finished exchange; null without an endpoint. */
+        private final Telemetry telemetry;
         final AtomicInteger inFlight = new AtomicInteger();
         /** Record ids: a random prefix per run, then a counter, e.g. 3f9a2c1e-42. */
         private final String idPrefix = String.format("%08x-", ThreadLocalRandom.current().nextInt());
@@ -1530,7 +1554,8 @@ public final class LlmProxy {
         volatile boolean closing;
 
         Forwarder(Config config, int maxExchanges, LogMemory memory, HttpClient client, IdleWatchdog watchdog,
-                  LogWriter log, Access access, Secrets secrets, java.util.concurrent.ThreadFactory uploads, Viewer viewer) {
+                  LogWriter log, Access access, Secrets secrets, java.util.concurrent.ThreadFactory uploads, Viewer viewer,
+                  Telemetry telemetry) {
             this.config = config;
             this.requestDropped = HeaderRules.requestDropped(config.addHeaders());
             this.maxExchanges = maxExchanges;
@@ -1542,6 +1567,7 @@ public final class LlmProxy {
             this.secrets = secrets;
             this.uploads = uploads;
             this.viewer = viewer;
+            this.telemetry = telemetry;
         }
 
         /** How the client's response ends. */
@@ -1553,7 +1579,8 @@ public final class LlmProxy {
         }
 
         /** One exchange as the forwarder handles it: the server's exchange, its record, the client's body and waits. */
-        private record Call(HttpExchange exchange, Record.Builder record, RequestBody body, IdleWatchdog.ClientWait client) {}
+        private record Call(HttpExchange exchange, Record.Builder record, RequestBody body, IdleWatchdog.ClientWait client,
+                            TraceContext trace) {}
 
         void handle(HttpExchange exchange) {
             Record.Builder record = new Record.Builder(idPrefix + ids.incrementAndGet(), exchange.getRequestMethod(),
@@ -1565,7 +1592,8 @@ public final class LlmProxy {
             record.requestEncoding = requestEncoding == null ? "" : requestEncoding;
             IdleWatchdog.ClientWait client = watchdog.clientWait();
             RequestBody body = new RequestBody(exchange.getRequestBody(), record.requestBody, watchdog, client, uploads);
-            Call call = new Call(exchange, record, body, client);
+            Call call = new Call(exchange, record, body, client,
+                    telemetry == null ? null : TraceContext.of(headers.getFirst("traceparent")));
             if (viewer != null) {
                 viewer.started(record);
             }
@@ -1640,6 +1668,9 @@ public final class LlmProxy {
                 if (viewer != null) {
                     viewer.finished(finished);
                 }
+                if (telemetry != null) {
+                    telemetry.finished(finished, call.trace());
+                }
             }
             return ending;
         }
@@ -1679,7 +1710,7 @@ public final class LlmProxy {
             record.upstreamUrl = upstream.toString();
             HttpRequest request;
             try {
-                request = buildRequest(exchange, upstream, body);
+                request = buildRequest(exchange, upstream, body, call.trace());
             } catch (IllegalArgumentException e) {
                 return answerError(call, 400, "llmproxy_bad_request", Record.Outcome.REJECTED,
                         "cannot forward this request: " + e.getMessage());
@@ -1778,7 +1809,8 @@ public final class LlmProxy {
             }
         }
 
-        private HttpRequest buildRequest(HttpExchange exchange, URI upstream, RequestBody body) throws IOException {
+        private HttpRequest buildRequest(HttpExchange exchange, URI upstream, RequestBody body, TraceContext trace)
+                throws IOException {
             String method = exchange.getRequestMethod();
             var headers = exchange.getRequestHeaders();
             HttpRequest.Builder builder = HttpRequest.newBuilder(upstream).timeout(config.timeout());
@@ -1806,6 +1838,9 @@ public final class LlmProxy {
             }
             for (AddedHeader added : config.addHeaders()) {
                 builder.setHeader(added.name(), added.value());
+            }
+            if (trace != null) {
+                builder.setHeader("traceparent", trace.traceparent()); // the upstream's work joins the caller's trace
             }
             long length = HeaderRules.requestBodyLength(headers);
             if (length == 0) {
@@ -3769,6 +3804,18 @@ public final class LlmProxy {
 
         private enum Format { OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC, OLLAMA, GEMINI }
 
+        /** The API a path belongs to: openai-chat, openai-responses, anthropic, ollama, gemini; null for none. */
+        static String api(String path) {
+            Format format = format(path.replaceAll("/+$", ""));
+            return format == null ? null : switch (format) {
+                case OPENAI_CHAT -> "openai-chat";
+                case OPENAI_RESPONSES -> "openai-responses";
+                case ANTHROPIC -> "anthropic";
+                case OLLAMA -> "ollama";
+                case GEMINI -> "gemini";
+            };
+        }
+
         /**
          * @param url the upstream URL when there is one: its path names the API even when the
          *            client posts to "/" of a target that is the endpoint itself
@@ -4290,6 +4337,583 @@ public final class LlmProxy {
             }
             data = null;
             type = "";
+        }
+    }
+
+    // --- OpenTelemetry export ---
+
+    /**
+     * Where a span sits in a trace: the caller's trace when its request carried a W3C
+     * traceparent, else a new one; this exchange's span; and the caller's span as parent.
+     */
+    record TraceContext(String traceId, String spanId, String parentSpanId, String flags) {
+        private static final java.util.regex.Pattern TRACEPARENT =
+                java.util.regex.Pattern.compile("00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})");
+
+        /** A child of {@code traceparent} when it is valid, else the root of a new trace. */
+        static TraceContext of(String traceparent) {
+            var random = ThreadLocalRandom.current();
+            String span = hex(random.nextLong(), 16);
+            if (traceparent != null) {
+                var m = TRACEPARENT.matcher(traceparent.trim());
+                if (m.matches() && !m.group(1).equals("0".repeat(32)) && !m.group(2).equals("0".repeat(16))) {
+                    return new TraceContext(m.group(1), span, m.group(2), m.group(3));
+                }
+            }
+            return new TraceContext(hex(random.nextLong(), 16) + hex(random.nextLong(), 16), span, null, "01");
+        }
+
+        /** The traceparent the upstream gets: this exchange's span as the parent of whatever it does. */
+        String traceparent() {
+            return "00-" + traceId + "-" + spanId + "-" + flags;
+        }
+
+        private static String hex(long value, int digits) {
+            String text = Long.toHexString(value);
+            return "0".repeat(digits - text.length()) + text;
+        }
+    }
+
+    /**
+     * OTLP/HTTP export of one span per exchange, JSON encoded, after OpenTelemetry's GenAI
+     * conventions. Exchanges are noted on the request path (a bounded queue, never a wait) and
+     * sent in batches by a thread of its own, at most every second or 512 spans. A slow or dead
+     * collector costs dropped spans only: counted, said once on stderr, totalled at shutdown;
+     * 429, 502, 503, 504 and connection errors are retried with backoff (Retry-After honoured).
+     */
+    static final class Telemetry implements AutoCloseable {
+        private static final int BATCH = 512;
+        private static final int QUEUE = 8192;
+        private static final long BATCH_NANOS = TimeUnit.SECONDS.toNanos(1);
+        private static final int ATTEMPTS = 4;
+
+        /** Where spans go and what they say of their service; from --otlp-endpoint and the OTEL_* variables. */
+        record Settings(URI endpoint, Map<String, String> headers, Map<String, String> resource, boolean content) {
+            static Settings of(String flag, boolean content, UnaryOperator<String> env) {
+                String endpoint = flag;
+                boolean whole = false;
+                if (endpoint == null && env.apply("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != null) {
+                    endpoint = env.apply("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+                    whole = true; // used as it is, as the specification says
+                }
+                if (endpoint == null) {
+                    endpoint = env.apply("OTEL_EXPORTER_OTLP_ENDPOINT");
+                }
+                if (endpoint == null || endpoint.isBlank()) {
+                    if (content) {
+                        throw new UsageException("--otlp-content needs an endpoint: --otlp-endpoint URL or OTEL_EXPORTER_OTLP_ENDPOINT");
+                    }
+                    return null;
+                }
+                String url = endpoint.trim();
+                if (!whole && !url.endsWith("/v1/traces")) {
+                    url = url.replaceAll("/+$", "") + "/v1/traces";
+                }
+                URI uri;
+                try {
+                    uri = new URI(url);
+                } catch (URISyntaxException e) {
+                    uri = null;
+                }
+                if (uri == null || uri.getHost() == null || !(url.startsWith("http://") || url.startsWith("https://"))) {
+                    throw new UsageException("the OTLP endpoint must be an http:// or https:// URL, got '" + endpoint + "'");
+                }
+                Map<String, String> resource = new LinkedHashMap<>(pairs(env.apply("OTEL_RESOURCE_ATTRIBUTES")));
+                String service = env.apply("OTEL_SERVICE_NAME");
+                resource.put("service.name", service != null && !service.isBlank() ? service
+                        : resource.getOrDefault("service.name", "llmproxy"));
+                resource.putIfAbsent("service.version", VERSION);
+                return new Settings(uri, pairs(env.apply("OTEL_EXPORTER_OTLP_HEADERS")), resource, content);
+            }
+
+            /** "k1=v1,k2=v2", values percent-decoded, as the OTEL_* variables write them. */
+            private static Map<String, String> pairs(String text) {
+                Map<String, String> pairs = new LinkedHashMap<>();
+                if (text != null) {
+                    for (String pair : text.split(",")) {
+                        int eq = pair.indexOf('=');
+                        if (eq > 0) {
+                            pairs.put(pair.substring(0, eq).trim(),
+                                    java.net.URLDecoder.decode(pair.substring(eq + 1).trim(), StandardCharsets.UTF_8));
+                        }
+                    }
+                }
+                return pairs;
+            }
+        }
+
+        private final Settings settings;
+        private final Secrets secrets;
+        private final long maxBody;
+        private final PrintStream err;
+        private final HttpClient client;
+        private final BlockingQueue<Object[]> queue = new java.util.concurrent.ArrayBlockingQueue<>(QUEUE);
+        private final AtomicLong dropped = new AtomicLong();
+        private final AtomicLong sent = new AtomicLong();
+        private final Thread thread;
+        private volatile boolean closing;
+        private volatile boolean failing;
+        private volatile int sending; // spans in the batch being sent now
+
+        Telemetry(Settings settings, Config config, PrintStream err) {
+            this.settings = settings;
+            this.secrets = new Secrets(!config.logSecrets(), config.addHeaders());
+            this.maxBody = config.logMaxBody();
+            this.err = err;
+            this.client = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
+            this.thread = new Thread(this::run, "llmproxy-otlp");
+            this.thread.setDaemon(true);
+            this.thread.start();
+        }
+
+        /** On the request path: the finished exchange goes in the queue, or is counted as dropped. */
+        void finished(Record record, TraceContext trace) {
+            if (!queue.offer(new Object[] {record, trace})) {
+                dropped.incrementAndGet();
+            }
+        }
+
+        private void run() {
+            List<Object[]> batch = new ArrayList<>();
+            while (true) {
+                long due = System.nanoTime() + BATCH_NANOS;
+                try {
+                    while (batch.size() < BATCH) {
+                        long wait = due - System.nanoTime();
+                        Object[] next = closing ? queue.poll() : queue.poll(Math.max(0, wait), TimeUnit.NANOSECONDS);
+                        if (next == null) {
+                            break;
+                        }
+                        batch.add(next);
+                    }
+                } catch (InterruptedException e) {
+                    // close() interrupts a wait: send what there is
+                }
+                if (!batch.isEmpty()) {
+                    sending = batch.size();
+                    send(batch);
+                    sending = 0;
+                    batch.clear();
+                }
+                if (closing && queue.isEmpty()) {
+                    return;
+                }
+            }
+        }
+
+        private void send(List<Object[]> batch) {
+            byte[] body;
+            try {
+                body = request(batch).getBytes(StandardCharsets.UTF_8);
+            } catch (RuntimeException | OutOfMemoryError e) {
+                drop(batch.size(), "cannot build the spans: " + e);
+                return;
+            }
+            HttpRequest.Builder request = HttpRequest.newBuilder(settings.endpoint()).timeout(Duration.ofSeconds(10))
+                    .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofByteArray(body));
+            settings.headers().forEach((name, value) -> {
+                try {
+                    request.header(name, value);
+                } catch (IllegalArgumentException e) {
+                    // a header the JDK client cannot send: the collector goes without it
+                }
+            });
+            long backoff = 500;
+            for (int attempt = 1; attempt <= ATTEMPTS; attempt++) {
+                String failure;
+                long wait = backoff;
+                try {
+                    HttpResponse<Void> response = client.send(request.build(), HttpResponse.BodyHandlers.discarding());
+                    int status = response.statusCode();
+                    if (status >= 200 && status < 300) {
+                        sent.addAndGet(batch.size());
+                        if (failing) {
+                            failing = false;
+                            err.println("llmproxy: sending spans to " + settings.endpoint() + " works again");
+                        }
+                        return;
+                    }
+                    failure = "the collector answered " + status;
+                    if (status != 429 && status != 502 && status != 503 && status != 504) {
+                        break; // the spec: other answers are final
+                    }
+                    wait = response.headers().firstValueAsLong("Retry-After").orElse(-1) > 0
+                            ? Math.min(30_000, response.headers().firstValueAsLong("Retry-After").getAsLong() * 1000) : backoff;
+                } catch (IOException e) {
+                    failure = Durations.describe(e);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    failure = "llmproxy is stopping";
+                    attempt = ATTEMPTS;
+                }
+                if (attempt == ATTEMPTS || closing) {
+                    drop(batch.size(), failure);
+                    return;
+                }
+                try {
+                    Thread.sleep(wait); // backoff before the next attempt, as OTLP asks
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                backoff *= 2;
+            }
+            drop(batch.size(), "the collector refused the spans");
+        }
+
+        private void drop(int count, String why) {
+            dropped.addAndGet(count);
+            if (!failing) {
+                failing = true;
+                err.println("llmproxy: cannot send spans to " + settings.endpoint() + " (" + why + "); dropping them,"
+                        + " still serving");
+            }
+        }
+
+        /** The ExportTraceServiceRequest of a batch, in OTLP's JSON encoding. */
+        String request(List<Object[]> batch) {
+            Map<String, Object> resource = new LinkedHashMap<>();
+            resource.put("attributes", attributes(new LinkedHashMap<>(settings.resource())));
+            List<Object> spans = new ArrayList<>();
+            for (Object[] item : batch) {
+                spans.add(span((Record) item[0], (TraceContext) item[1]));
+            }
+            Map<String, Object> scope = new LinkedHashMap<>();
+            scope.put("scope", Map.of("name", "llmproxy", "version", VERSION));
+            scope.put("spans", spans);
+            Map<String, Object> resourceSpans = new LinkedHashMap<>();
+            resourceSpans.put("resource", resource);
+            resourceSpans.put("scopeSpans", List.of(scope));
+            return Json.write(Map.of("resourceSpans", List.of(resourceSpans)));
+        }
+
+        /** One exchange as a span: GenAI attributes for an LLM call, HTTP client ones for anything else. */
+        Map<String, Object> span(Record r, TraceContext trace) {
+            RecordView view = new RecordView(r, secrets, maxBody, false);
+            URI upstream = r.upstreamUrl().isEmpty() ? URI.create(r.url()) : URI.create(r.upstreamUrl());
+            String path = upstream.getRawPath() == null ? "" : upstream.getRawPath();
+            String api = Conversation.api(path);
+            Object request = api == null ? null : parseQuietly(BodyText.decoded(r.request(), maxBody));
+            Map<String, Object> a = new LinkedHashMap<>();
+            String name = r.method();
+            if (api != null) {
+                Llm llm = view.llm();
+                String operation = api.equals("gemini") ? "generate_content"
+                        : path.endsWith("/api/generate") ? "text_completion" : "chat";
+                a.put("gen_ai.operation.name", operation);
+                a.put("gen_ai.provider.name", provider(upstream, api));
+                if (api.startsWith("openai")) {
+                    a.put("openai.api.type", api.equals("openai-responses") ? "responses" : "chat_completions");
+                }
+                String requestModel = firstString(Json.string(request, "model"), llm.model());
+                a.put("gen_ai.request.model", requestModel);
+                a.put("gen_ai.response.model", llm.responseModel());
+                a.put("gen_ai.response.id", llm.responseId());
+                if (llm.stopReason() != null && !llm.stopReason().startsWith("error:")) {
+                    a.put("gen_ai.response.finish_reasons", List.of(llm.stopReason()));
+                }
+                Long input = llm.inputTokens();
+                if (input != null && api.equals("anthropic")) { // the conventions count cached input tokens in
+                    input += (llm.cachedTokens() == null ? 0 : llm.cachedTokens())
+                            + (llm.cacheWriteTokens() == null ? 0 : llm.cacheWriteTokens());
+                }
+                a.put("gen_ai.usage.input_tokens", input);
+                a.put("gen_ai.usage.output_tokens", llm.outputTokens());
+                a.put("gen_ai.usage.cache_read.input_tokens", llm.cachedTokens());
+                a.put("gen_ai.usage.cache_creation.input_tokens", llm.cacheWriteTokens());
+                a.put("gen_ai.usage.reasoning.output_tokens", llm.reasoningTokens());
+                a.put("gen_ai.request.max_tokens", firstNumber(request, List.of("max_tokens"), List.of("max_completion_tokens"),
+                        List.of("max_output_tokens"), List.of("generationConfig", "maxOutputTokens"), List.of("options", "num_predict")));
+                a.put("gen_ai.request.temperature", firstNumber(request, List.of("temperature"),
+                        List.of("generationConfig", "temperature"), List.of("options", "temperature")));
+                a.put("gen_ai.request.top_p", firstNumber(request, List.of("top_p"), List.of("generationConfig", "topP"),
+                        List.of("options", "top_p")));
+                if (Boolean.TRUE.equals(llm.stream())) {
+                    a.put("gen_ai.request.stream", Boolean.TRUE);
+                    if (r.ttfbMillis() >= 0) {
+                        a.put("gen_ai.response.time_to_first_chunk", r.ttfbMillis() / 1000.0);
+                    }
+                }
+                if (settings.content()) {
+                    a.put("gen_ai.input.messages", secrets.scrub(BodyText.elideBase64(Json.write(Content.input(api, request)))));
+                    a.put("gen_ai.output.messages", secrets.scrub(BodyText.elideBase64(Json.write(Content.output(llm)))));
+                }
+                name = operation + (requestModel == null ? "" : " " + requestModel);
+            }
+            a.put("http.request.method", r.method());
+            if (r.status() > 0) {
+                a.put("http.response.status_code", (long) r.status());
+            }
+            a.put("server.address", upstream.getHost());
+            a.put("server.port", (long) (upstream.getPort() > 0 ? upstream.getPort()
+                    : "https".equalsIgnoreCase(upstream.getScheme()) ? 443 : 80));
+            a.put("url.path", path);
+            boolean failed = r.outcome() != Record.Outcome.COMPLETE || r.status() >= 400;
+            if (failed) {
+                a.put("error.type", r.outcome() != Record.Outcome.COMPLETE ? r.outcome().label() : String.valueOf(r.status()));
+            }
+            a.put("llmproxy.id", r.id());
+            a.put("llmproxy.outcome", r.outcome().label());
+            long start = r.start().getEpochSecond() * 1_000_000_000L + r.start().getNano();
+            Map<String, Object> span = new LinkedHashMap<>();
+            span.put("traceId", trace.traceId());
+            span.put("spanId", trace.spanId());
+            if (trace.parentSpanId() != null) {
+                span.put("parentSpanId", trace.parentSpanId());
+            }
+            span.put("name", name);
+            span.put("kind", 3L); // CLIENT
+            span.put("startTimeUnixNano", String.valueOf(start));
+            span.put("endTimeUnixNano", String.valueOf(start + r.durationMillis() * 1_000_000L));
+            span.put("attributes", attributes(a));
+            if (r.ttfbMillis() >= 0) {
+                span.put("events", List.of(Map.of("name", "first response byte", "timeUnixNano",
+                        String.valueOf(start + r.ttfbMillis() * 1_000_000L))));
+            }
+            span.put("status", failed ? Map.of("code", 2L, "message", secrets.scrub(r.error() == null ? "" : r.error()))
+                    : Map.of("code", 0L));
+            return span;
+        }
+
+        private static String provider(URI upstream, String api) {
+            String host = upstream.getHost() == null ? "" : upstream.getHost().toLowerCase(Locale.ROOT);
+            if (host.endsWith("openai.azure.com")) {
+                return "azure.ai.openai";
+            } else if (host.contains("aiplatform.googleapis.com")) {
+                return "gcp.vertex_ai";
+            } else if (host.contains("bedrock")) {
+                return "aws.bedrock";
+            } else if (api.equals("ollama") || upstream.getPort() == 11434) {
+                return "ollama";
+            }
+            return switch (api) {
+                case "anthropic" -> "anthropic";
+                case "gemini" -> "gcp.gemini";
+                default -> "openai";
+            };
+        }
+
+        /** OTLP's attribute list: typed values, 64-bit integers as decimal strings; absent values left out. */
+        private static List<Object> attributes(Map<String, ?> values) {
+            List<Object> list = new ArrayList<>();
+            values.forEach((key, value) -> {
+                if (value != null) {
+                    list.add(Map.of("key", key, "value", attributeValue(value)));
+                }
+            });
+            return list;
+        }
+
+        private static Map<String, Object> attributeValue(Object value) {
+            return switch (value) {
+                case Long l -> Map.of("intValue", String.valueOf(l));
+                case Integer i -> Map.of("intValue", String.valueOf(i));
+                case Double d -> Map.of("doubleValue", d);
+                case Boolean b -> Map.of("boolValue", b);
+                case List<?> list -> Map.of("arrayValue", Map.of("values", list.stream().map(Telemetry::attributeValue).toList()));
+                default -> Map.of("stringValue", String.valueOf(value));
+            };
+        }
+
+        private static String firstString(String a, String b) {
+            return a != null ? a : b;
+        }
+
+        /** The first of these paths that holds a number in the request body. */
+        @SafeVarargs
+        private static Object firstNumber(Object request, List<String>... paths) {
+            for (List<String> path : paths) {
+                Object value = Json.at(request, path.toArray());
+                if (value instanceof Long || value instanceof Double) {
+                    return value;
+                }
+            }
+            return null;
+        }
+
+        private static Object parseQuietly(byte[] json) {
+            try {
+                return json == null || json.length == 0 ? null : Json.parse(new String(json, StandardCharsets.UTF_8));
+            } catch (IllegalArgumentException e) {
+                return null;
+            }
+        }
+
+        long dropped() {
+            return dropped.get();
+        }
+
+        /** Sends what is queued (a few seconds at most), then says how many spans were dropped. */
+        @Override
+        public void close() {
+            closing = true;
+            thread.interrupt();
+            try {
+                thread.join(TimeUnit.SECONDS.toMillis(5));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            boolean stuck = thread.isAlive(); // a collector that has not answered yet
+            if (stuck && !failing) {
+                err.println("llmproxy: cannot send spans to " + settings.endpoint() + " (no answer by the time llmproxy"
+                        + " stopped)");
+            }
+            long lost = dropped.get() + queue.size() + (stuck ? sending : 0);
+            if (lost > 0) {
+                err.println("llmproxy: " + lost + " spans could not be sent to " + settings.endpoint());
+            }
+        }
+    }
+
+    /**
+     * The conversation as OpenTelemetry's GenAI message schema wants it, for --otlp-content:
+     * messages with a role and parts of type text, tool_call and tool_call_response.
+     */
+    static final class Content {
+        private Content() {}
+
+        static List<Object> input(String api, Object request) {
+            List<Object> messages = new ArrayList<>();
+            if (request == null) {
+                return messages;
+            }
+            switch (api) {
+                case "anthropic" -> {
+                    Object system = Json.at(request, "system");
+                    if (system != null) {
+                        messages.add(message("system", parts(system)));
+                    }
+                    list(Json.at(request, "messages")).forEach(m -> messages.add(message(Json.string(m, "role"),
+                            parts(Json.at(m, "content")))));
+                }
+                case "openai-responses" -> {
+                    if (Json.string(request, "instructions") != null) {
+                        messages.add(message("system", List.of(text(Json.string(request, "instructions")))));
+                    }
+                    Object input = Json.at(request, "input");
+                    if (input instanceof String s) {
+                        messages.add(message("user", List.of(text(s))));
+                    }
+                    for (Object item : list(input)) {
+                        String type = String.valueOf(Json.string(item, "type"));
+                        if (type.equals("function_call") || type.equals("custom_tool_call")) {
+                            messages.add(message("assistant", List.of(toolCall(Json.string(item, "name"),
+                                    firstNonNull(Json.at(item, "arguments"), Json.at(item, "input"))))));
+                        } else if (type.endsWith("_output")) {
+                            messages.add(message("tool", List.of(toolResult(Json.at(item, "output")))));
+                        } else if (Json.string(item, "role") != null) {
+                            messages.add(message(Json.string(item, "role"), parts(Json.at(item, "content"))));
+                        }
+                    }
+                }
+                case "gemini" -> {
+                    Object system = Json.at(request, "systemInstruction", "parts");
+                    if (system != null) {
+                        messages.add(message("system", geminiParts(system)));
+                    }
+                    list(Json.at(request, "contents")).forEach(c -> messages.add(message(
+                            "model".equals(Json.string(c, "role")) ? "assistant" : "user", geminiParts(Json.at(c, "parts")))));
+                }
+                default -> { // OpenAI chat and Ollama
+                    if (Json.string(request, "prompt") != null) {
+                        messages.add(message("user", List.of(text(Json.string(request, "prompt")))));
+                    }
+                    for (Object m : list(Json.at(request, "messages"))) {
+                        List<Object> parts = new ArrayList<>(parts(Json.at(m, "content")));
+                        list(Json.at(m, "tool_calls")).forEach(c -> parts.add(toolCall(Json.string(c, "function", "name"),
+                                Json.at(c, "function", "arguments"))));
+                        messages.add(message(Json.string(m, "role"), parts));
+                    }
+                }
+            }
+            return messages;
+        }
+
+        static List<Object> output(Llm llm) {
+            List<Object> parts = new ArrayList<>();
+            if (llm.text() != null) {
+                parts.add(text(llm.text()));
+            }
+            if (llm.toolCalls() != null) {
+                for (String call : llm.toolCalls().split("\n")) {
+                    int open = call.indexOf('(');
+                    parts.add(toolCall(open > 0 ? call.substring(0, open) : call,
+                            open > 0 && call.endsWith(")") ? call.substring(open + 1, call.length() - 1) : ""));
+                }
+            }
+            Map<String, Object> message = new LinkedHashMap<>(message("assistant", parts));
+            if (llm.stopReason() != null) {
+                message.put("finish_reason", llm.stopReason());
+            }
+            return List.of(message);
+        }
+
+        private static Map<String, Object> message(String role, List<Object> parts) {
+            Map<String, Object> message = new LinkedHashMap<>();
+            message.put("role", role == null ? "user" : role);
+            message.put("parts", parts);
+            return message;
+        }
+
+        private static Map<String, Object> text(String content) {
+            Map<String, Object> part = new LinkedHashMap<>();
+            part.put("type", "text");
+            part.put("content", content);
+            return part;
+        }
+
+        private static Map<String, Object> toolCall(String name, Object arguments) {
+            Map<String, Object> part = new LinkedHashMap<>();
+            part.put("type", "tool_call");
+            part.put("name", name == null ? "" : name);
+            part.put("arguments", arguments instanceof String s ? s : Json.write(arguments));
+            return part;
+        }
+
+        private static Map<String, Object> toolResult(Object result) {
+            Map<String, Object> part = new LinkedHashMap<>();
+            part.put("type", "tool_call_response");
+            part.put("response", result instanceof String s ? s : Json.write(result));
+            return part;
+        }
+
+        private static List<Object> parts(Object content) {
+            if (content instanceof String s) {
+                return List.of(text(s));
+            }
+            List<Object> parts = new ArrayList<>();
+            for (Object block : list(content)) {
+                String type = String.valueOf(Json.string(block, "type"));
+                if (type.endsWith("tool_use")) {
+                    parts.add(toolCall(Json.string(block, "name"), Json.at(block, "input")));
+                } else if (type.endsWith("tool_result")) {
+                    parts.add(toolResult(Json.at(block, "content")));
+                } else if (Json.string(block, "text") != null) {
+                    parts.add(text(Json.string(block, "text")));
+                }
+            }
+            return parts;
+        }
+
+        private static List<Object> geminiParts(Object content) {
+            List<Object> parts = new ArrayList<>();
+            for (Object part : list(content)) {
+                if (Json.string(part, "text") != null) {
+                    parts.add(text(Json.string(part, "text")));
+                } else if (Json.at(part, "functionCall") != null) {
+                    parts.add(toolCall(Json.string(part, "functionCall", "name"), Json.at(part, "functionCall", "args")));
+                } else if (Json.at(part, "functionResponse") != null) {
+                    parts.add(toolResult(Json.at(part, "functionResponse", "response")));
+                }
+            }
+            return parts;
+        }
+
+        private static List<?> list(Object value) {
+            return value instanceof List<?> l ? l : List.of();
+        }
+
+        private static <T> T firstNonNull(T a, T b) {
+            return a != null ? a : b;
         }
     }
 

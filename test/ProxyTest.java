@@ -922,7 +922,7 @@ class ProxyTest {
         var throwing = new ThrowingClient(new OutOfMemoryError("Java heap space (thrown by the test)"));
         try (var watchdog = new LlmProxy.IdleWatchdog(config.timeout())) {
             var forwarder = new LlmProxy.Forwarder(config, 10, LlmProxy.LogMemory.UNLIMITED, throwing, watchdog, log, LlmProxy.Access.of(config),
-                    new LlmProxy.Secrets(true, List.of()), Thread.ofVirtual().factory(), null);
+                    new LlmProxy.Secrets(true, List.of()), Thread.ofVirtual().factory(), null, null);
             var server = com.sun.net.httpserver.HttpServer.create(
                     new java.net.InetSocketAddress(TestSupport.LOOPBACK, 0), 0);
             server.createContext("/", forwarder::handle);

@@ -32,7 +32,7 @@ import java.util.regex.Pattern;
  * proxy's CPU and memory are read from /proc, and this process (the load client) reports its own.
  * {@code make bench-quick} runs a shorter subset. Every load loop here is bounded in time.
  * {@code ./build.sh bench --only scale,heap} runs some parts only: requests (closed and open loop,
- * streaming fidelity, time to headers), logging, scale, heap, overload, startup, llm, bulk, viewer. {@code --only soak
+ * streaming fidelity, time to headers), logging, scale, heap, overload, startup, llm, bulk, otlp, viewer. {@code --only soak
  * [--soak-minutes 30]} runs the soak test: mixed load with client disconnects and upstream faults,
  * then compares records with exchanges and threads, descriptors and heap with their start.
  */
@@ -123,6 +123,9 @@ public final class Bench {
             }
             if (wanted("bulk")) {
                 bulk(quick ? 256 : 1024);
+            }
+            if (wanted("otlp")) {
+                otlpCost(quick ? 2 : 5);
             }
             if (wanted("viewer")) {
                 viewer(quick ? 100 : 200);
@@ -342,6 +345,38 @@ public final class Bench {
                 ok + " / " + refused + " / " + failed,
                 (alive ? "survived" : "DIED") + "; " + records + " records for " + n + " exchanges; peak RSS "
                         + peakRssMb + " MB");
+    }
+
+    /** CPU per request with OTLP export to a local receiver, against none. */
+    private void otlpCost(int seconds) throws Exception {
+        progress("OTLP export on vs off");
+        var receiver = com.sun.net.httpserver.HttpServer.create(new InetSocketAddress(LOOPBACK, 0), 0);
+        AtomicLong spans = new AtomicLong();
+        receiver.createContext("/", exchange -> {
+            String body = new String(exchange.getRequestBody().readAllBytes(), StandardCharsets.UTF_8);
+            spans.addAndGet(body.split("\"spanId\"", -1).length - 1);
+            exchange.sendResponseHeaders(200, -1);
+            exchange.close();
+        });
+        receiver.setExecutor(Executors.newVirtualThreadPerTaskExecutor());
+        receiver.start();
+        long[] micros = new long[2];
+        try {
+            for (int i = 0; i < 2; i++) {
+                try (Jvm proxy = i == 0 ? startProxy(List.of())
+                        : startProxy(List.of(), "--otlp-endpoint", "http://127.0.0.1:" + receiver.getAddress().getPort())) {
+                    closedLoop(proxy.port, 16, quick ? 4 : 10);
+                    long cpu = proxy.cpuNanos();
+                    Load load = closedLoop(proxy.port, 16, seconds);
+                    Thread.sleep(1500); // the last batch leaves within a second
+                    micros[i] = (proxy.cpuNanos() - cpu) / Math.max(1, load.requests) / 1000;
+                }
+            }
+        } finally {
+            receiver.stop(0);
+        }
+        row("CPU per request, OTLP export off / on (µs)", "", micros[0] + " / " + micros[1],
+                "export costs " + pct(micros[1] - micros[0], micros[0]) + "; " + spans.get() + " spans received");
     }
 
     /**

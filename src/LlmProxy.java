@@ -4575,7 +4575,11 @@ public final class LlmProxy {
             resource.put("attributes", attributes(new LinkedHashMap<>(settings.resource())));
             List<Object> spans = new ArrayList<>();
             for (Object[] item : batch) {
-                spans.add(span((Record) item[0], (TraceContext) item[1]));
+                try {
+                    spans.add(span((Record) item[0], (TraceContext) item[1]));
+                } catch (RuntimeException e) {
+                    dropped.incrementAndGet(); // one odd record (a URL that does not parse) costs its own span only
+                }
             }
             Map<String, Object> scope = new LinkedHashMap<>();
             scope.put("scope", Map.of("name", "llmproxy", "version", VERSION));

@@ -334,6 +334,21 @@ class TelemetryTest {
     }
 
     @Test
+    void leavesOutOnlyTheSpanOfARecordItCannotRead() {
+        var config = ((LlmProxy.Cli.Command.Run) LlmProxy.Cli.parse(new String[] {"-t", "http://up",
+                "--otlp-endpoint", "http://127.0.0.1:9"}, Map.<String, String>of()::get)).config();
+        var telemetry = new LlmProxy.Telemetry(config.otlp(), config, new java.io.PrintStream(java.io.OutputStream.nullOutputStream()));
+        var good = LogWriterTest.record("POST", "{}", "{}");
+        var odd = new LlmProxy.Record("x", good.start(), "GET", "http://a host with spaces/", "/", "", 403,
+                LlmProxy.Record.Outcome.REJECTED, "forbidden", 1, -1, Map.of(), Map.of(), good.request(), good.response());
+        var trace = LlmProxy.TraceContext.of(null);
+        Object request = LlmProxy.Json.parse(telemetry.request(List.of(new Object[] {odd, trace}, new Object[] {good, trace})));
+        assertEquals(1, ((List<?>) LlmProxy.Json.at(request, "resourceSpans", 0, "scopeSpans", 0, "spans")).size());
+        assertEquals(1, telemetry.dropped());
+        telemetry.close();
+    }
+
+    @Test
     void readsTheStandardEnvironmentAndTheFlagWins() {
         Map<String, String> env = Map.of("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318",
                 "OTEL_EXPORTER_OTLP_HEADERS", "x-team=llm%20ops,authorization=Bearer%20t",

@@ -6,6 +6,8 @@ cd "$(dirname "$0")"
 
 JUNIT_VERSION=1.14.4
 JUNIT_JAR=lib/junit-platform-console-standalone.jar
+# The coding agents the tests run through the proxy, pinned; installed with npm into lib/agents.
+AGENTS="@anthropic-ai/claude-code@2.1.328 @openai/codex@0.169.0 @google/gemini-cli@0.61.0"
 
 usage() {
     cat <<'USAGE'
@@ -88,6 +90,19 @@ fetch_junit() {
     fi
 }
 
+fetch_agents() {
+    if [ ! -x lib/agents/node_modules/.bin/claude ] || [ ! -x lib/agents/node_modules/.bin/codex ] \
+       || [ ! -x lib/agents/node_modules/.bin/gemini ]; then
+        if command -v npm >/dev/null 2>&1; then
+            echo "build.sh: installing the coding agents the tests run ($AGENTS) with npm into lib/agents" >&2
+            npm install --prefix lib/agents --no-audit --no-fund --loglevel=error $AGENTS >&2 \
+                || echo "build.sh: npm could not install the agents; AgentTest will say so" >&2
+        else
+            echo "build.sh: no npm: AgentTest will say which agents are missing" >&2
+        fi
+    fi
+}
+
 compile_tests() {
     jar_task
     fetch_junit
@@ -98,6 +113,7 @@ compile_tests() {
 
 test_task() {
     compile_tests
+    fetch_agents
     "$(tool java)" -jar "$JUNIT_JAR" execute --disable-banner --details=summary --fail-if-no-tests \
         --class-path "build/classes:build/test-classes" --scan-class-path
 }

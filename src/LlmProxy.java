@@ -247,10 +247,16 @@ public final class LlmProxy {
         private Child() {}
 
         static int run(Config config, Proxy proxy, PrintStream err) {
-            Map<String, String> variables = environment(config.target(), proxy.port(), config.envNames(), err);
-            ProcessBuilder builder = new ProcessBuilder(config.command()).inheritIO();
+            List<String> command = new ArrayList<>(config.command());
+            Map<String, String> variables = AGENTS.contains(program(command)) && config.envNames().isEmpty()
+                    ? new LinkedHashMap<>() // the agent's own variable, below
+                    : environment(config.target(), proxy.port(), config.envNames(), err);
+            boolean keyFromProxy = config.addHeaders().stream().anyMatch(h -> Secrets.isCredentialHeader(
+                    h.name().toLowerCase(Locale.ROOT)));
+            agent(command, variables, System.getenv(), config.target(), proxy.port(), keyFromProxy);
+            ProcessBuilder builder = new ProcessBuilder(command).inheritIO();
             builder.environment().putAll(variables);
-            err.println("llmproxy: running " + String.join(" ", config.command()) + " with "
+            err.println("llmproxy: running " + String.join(" ", command) + " with "
                     + String.join(" ", variables.entrySet().stream().map(e -> e.getKey() + "=" + e.getValue()).toList()));
             // Handled before the command starts, so that no signal finds the JVM's default action
             // (exit) while the command runs on; one that comes before the start is passed on after it.
@@ -276,6 +282,55 @@ public final class LlmProxy {
             }
             proxy.shutdown(Proxy.shutdownGrace());
             return status; // the JDK already reports a command killed by signal n as 128 + n
+        }
+
+        /** The coding agents the wrapper knows by their command's name. */
+        static final Set<String> AGENTS = Set.of("claude", "codex", "gemini");
+
+        private static String program(List<String> command) {
+            return Path.of(command.getFirst()).getFileName().toString();
+        }
+
+        /** A key's stand-in for a client that will not start without one, when llmproxy adds the real key. */
+        static final String KEY_SET_BY_PROXY = "set-by-llmproxy";
+
+        /**
+         * What the coding agents need beyond a base URL, when the command is one of them:
+         * Claude Code opens connections straight to its API host unless told not to; Codex
+         * ignores OPENAI_BASE_URL (it takes -c openai_base_url=…) and, in exec mode, reads its
+         * key from CODEX_API_KEY only; Gemini CLI reads GOOGLE_GEMINI_BASE_URL. Each gets a
+         * stand-in key when none is set and --add-header supplies the real one.
+         */
+        static void agent(List<String> command, Map<String, String> variables, Map<String, String> env, URI target,
+                          int port, boolean keyFromProxy) {
+            String root = "http://127.0.0.1:" + port;
+            switch (program(command)) {
+                case "claude" -> {
+                    variables.putIfAbsent("ANTHROPIC_BASE_URL", root);
+                    if (env.get("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC") == null) {
+                        variables.put("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+                    }
+                    if (keyFromProxy && env.get("ANTHROPIC_API_KEY") == null && env.get("ANTHROPIC_AUTH_TOKEN") == null) {
+                        variables.put("ANTHROPIC_API_KEY", KEY_SET_BY_PROXY);
+                    }
+                }
+                case "codex" -> {
+                    String path = target.getRawPath() == null ? "" : target.getRawPath().replaceAll("/+$", "");
+                    String base = variables.getOrDefault("OPENAI_BASE_URL", root + (path.endsWith("/v1") ? "" : "/v1"));
+                    command.addAll(1, List.of("-c", "openai_base_url=" + base));
+                    if (env.get("CODEX_API_KEY") == null && (env.get("OPENAI_API_KEY") != null || keyFromProxy)) {
+                        variables.put("CODEX_API_KEY", env.get("OPENAI_API_KEY") != null ? env.get("OPENAI_API_KEY")
+                                : KEY_SET_BY_PROXY);
+                    }
+                }
+                case "gemini" -> {
+                    variables.put("GOOGLE_GEMINI_BASE_URL", root);
+                    if (keyFromProxy && env.get("GEMINI_API_KEY") == null) {
+                        variables.put("GEMINI_API_KEY", KEY_SET_BY_PROXY);
+                    }
+                }
+                default -> { }
+            }
         }
 
         /** Sends the command the signal llmproxy got: the same one where the system's kill can, else SIGTERM. */

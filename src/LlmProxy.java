@@ -16,6 +16,7 @@
  * Map of the parts, in the order a request flows through them:
  *   LlmProxy        entry point: start(args, out, err) returns an exit code; main only exits
  *   Signals         SIGINT/SIGTERM: a graceful stop, and an immediate one on the second signal
+ *   Child           llmproxy … -- COMMAND: a command run with its base URL pointing at the proxy
  *   Cli, Config     argument parsing, help text and the validated configuration
  *   Proxy           the running server: HttpServer, HttpClient, shutdown
  *   Threads         virtual threads, or platform ones on JDK 21-23 where virtual ones would pin
@@ -30,9 +31,13 @@
  *   Capture         the bounded copy of a body kept for the log
  *   Record          what the log keeps of one exchange
  *   Column, Secrets the log's columns, and what they may show of credentials
- *   LogWriter       one thread that appends records to the log file, rotates and re-opens it
+ *   LogWriter       one thread that appends records to the log file (or stdout), rotates and re-opens it
  *   BodyText        decodes a captured body (gzip, deflate, UTF-8, base64 summed up) into a log field
  *   Llm, Conversation, Sse  the answer read out of five LLM APIs' bodies, streamed or not
+ *   TraceContext, Telemetry, Content  one OpenTelemetry GenAI span per exchange over OTLP/HTTP JSON
+ *   ViewerPage      the viewer's HTML, CSS and JavaScript, for the live viewer and the report
+ *   Viewer          --ui-port: the live viewer's server, fed off the request path
+ *   Report          llmproxy view LOG: a self-contained HTML file of a log
  *   Csv, Json, Durations  RFC 4180 fields, JSON, and durations and failures in messages
  *   UsageException  a bad command line (exit 2); StartupException: cannot start (exit 1);
  *                   ClientTimeout, TruncatedResponse: how a stalled client and a cut response end
@@ -4651,7 +4656,7 @@ public final class LlmProxy {
             URI upstream = r.upstreamUrl().isEmpty() ? URI.create(r.url()) : URI.create(r.upstreamUrl());
             String path = upstream.getRawPath() == null ? "" : upstream.getRawPath();
             String api = Conversation.api(path);
-            Object request = api == null ? null : parseQuietly(BodyText.decoded(r.request(), maxBody));
+            Object request = api == null ? null : Json.parseOrNull(BodyText.decoded(r.request(), maxBody));
             Map<String, Object> a = new LinkedHashMap<>();
             String name = r.method();
             if (api != null) {
@@ -4787,14 +4792,6 @@ public final class LlmProxy {
                 }
             }
             return null;
-        }
-
-        private static Object parseQuietly(byte[] json) {
-            try {
-                return json == null || json.length == 0 ? null : Json.parse(new String(json, StandardCharsets.UTF_8));
-            } catch (IllegalArgumentException e) {
-                return null;
-            }
         }
 
         long dropped() {
@@ -5918,7 +5915,7 @@ public final class LlmProxy {
             Map<String, Object> values = exchangeValues(view, bodies);
             if (finished == null) {
                 if (!bodies) { // the list wants the model, which only the request body says
-                    String model = Json.string(parseQuietly(running.requestBody.snapshot()), "model");
+                    String model = Json.string(Json.parseOrNull(running.requestBody.snapshot()), "model");
                     if (model != null) {
                         values.put("model", model);
                     }
@@ -5944,14 +5941,6 @@ public final class LlmProxy {
                 }
             }
             return values;
-        }
-
-        private static Object parseQuietly(byte[] json) {
-            try {
-                return json.length == 0 ? null : Json.parse(new String(json, StandardCharsets.UTF_8));
-            } catch (IllegalArgumentException e) {
-                return null; // not all there yet, or not JSON
-            }
         }
 
         /** The ids of the exchanges whose URL, model or bodies hold {@code text}, in any case. */
@@ -6526,6 +6515,15 @@ public final class LlmProxy {
                 throw reader.error("text after the document");
             }
             return value;
+        }
+
+        /** The document in UTF-8 bytes, or null when there are none or they are not (yet) all of one. */
+        static Object parseOrNull(byte[] json) {
+            try {
+                return json == null || json.length == 0 ? null : parse(new String(json, StandardCharsets.UTF_8));
+            } catch (IllegalArgumentException e) {
+                return null;
+            }
         }
 
         /** The node at a path of keys and list indexes, or null when it is not there. */

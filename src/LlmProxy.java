@@ -17,7 +17,8 @@
  *   LlmProxy        entry point: start(args, out, err) returns an exit code; main only exits
  *   Signals         SIGINT/SIGTERM: a graceful stop, and an immediate one on the second signal
  *   Child           llmproxy … -- COMMAND: a command run with its base URL pointing at the proxy
- *   Cli, Config     argument parsing, help text and the validated configuration
+ *   Cli, Config     argument parsing, help text and the validated configuration, with
+ *                   LogFormat (csv or jsonl) and AddedHeader (one --add-header)
  *   Proxy           the running server: HttpServer, HttpClient, shutdown
  *   Threads         virtual threads, or platform ones on JDK 21-23 where virtual ones would pin
  *   PlainHttpOnly   a TLS context that is never used, so http:// targets start fast
@@ -30,7 +31,8 @@
  *   IdleWatchdog    ends every wait on a peer that outlasts --timeout: silent upstreams, stalled clients
  *   Capture         the bounded copy of a body kept for the log
  *   Record          what the log keeps of one exchange
- *   Column, Secrets the log's columns, and what they may show of credentials
+ *   Column, RecordView, Secrets  the log's columns, one record as they read it (its
+ *                   conversation read once), and what they may show of credentials
  *   LogWriter       one thread that appends records to the log file (or stdout), rotates and re-opens it
  *   BodyText        decodes a captured body (gzip, deflate, UTF-8, base64 summed up) into a log field
  *   Llm, Conversation, Sse  the answer read out of five LLM APIs' bodies, streamed or not
@@ -320,7 +322,7 @@ public final class LlmProxy {
                     }
                 }
                 case "codex" -> {
-                    String path = target.getRawPath() == null ? "" : target.getRawPath().replaceAll("/+$", "");
+                    String path = Conversation.trimSlashes(target.getRawPath());
                     String base = variables.getOrDefault("OPENAI_BASE_URL", root + (path.endsWith("/v1") ? "" : "/v1"));
                     command.addAll(1, List.of("-c", "openai_base_url=" + base));
                     if (env.get("CODEX_API_KEY") == null && (env.get("OPENAI_API_KEY") != null || keyFromProxy)) {
@@ -368,7 +370,7 @@ public final class LlmProxy {
                 return variables;
             }
             String host = target.getHost().toLowerCase(Locale.ROOT);
-            String path = target.getRawPath() == null ? "" : target.getRawPath().replaceAll("/+$", "");
+            String path = Conversation.trimSlashes(target.getRawPath());
             if (host.equals("api.openai.com")) {
                 variables.put("OPENAI_BASE_URL", root + (path.endsWith("/v1") ? "" : "/v1"));
             } else if (host.equals("api.anthropic.com")) {
@@ -1418,8 +1420,11 @@ public final class LlmProxy {
      * a page on this machine or one allowed with --allow-origin.
      */
     static final class Access {
+        // Compiled once: the Host check runs on every request.
         private static final java.util.regex.Pattern IPV4 =
                 java.util.regex.Pattern.compile("[0-9]{1,3}(\\.[0-9]{1,3}){3}");
+        private static final java.util.regex.Pattern PORT = java.util.regex.Pattern.compile(":[0-9]{1,5}");
+        private static final java.util.regex.Pattern IPV6 = java.util.regex.Pattern.compile("[0-9a-f:.]+");
 
         private final Set<String> hosts; // lower case, without port or brackets
         private final boolean loopbackNames;
@@ -1547,11 +1552,11 @@ public final class LlmProxy {
             if (a.startsWith("[")) {
                 int close = a.indexOf(']');
                 String rest = close < 0 ? "?" : a.substring(close + 1);
-                return close < 0 || !(rest.isEmpty() || rest.matches(":[0-9]{1,5}")) ? "" : bare(a.substring(0, close + 1));
+                return close < 0 || !(rest.isEmpty() || PORT.matcher(rest).matches()) ? "" : bare(a.substring(0, close + 1));
             }
             int colon = a.lastIndexOf(':');
             if (colon >= 0) {
-                if (a.indexOf(':') != colon || !a.substring(colon + 1).matches("[0-9]{1,5}")) {
+                if (a.indexOf(':') != colon || !PORT.matcher(a.substring(colon)).matches()) {
                     return "";
                 }
                 a = a.substring(0, colon);
@@ -1564,7 +1569,7 @@ public final class LlmProxy {
             String h = host.startsWith("[") && host.endsWith("]") ? host.substring(1, host.length() - 1) : host;
             int zone = h.indexOf('%');
             h = zone >= 0 ? h.substring(0, zone) : h;
-            if (h.indexOf(':') >= 0 && h.matches("[0-9a-f:.]+")) {
+            if (h.indexOf(':') >= 0 && IPV6.matcher(h).matches()) {
                 try {
                     return InetAddress.getByName(h).getHostAddress(); // a literal: no lookup
                 } catch (UnknownHostException e) {
@@ -3866,7 +3871,7 @@ public final class LlmProxy {
 
         /** The API a path belongs to: openai-chat, openai-responses, anthropic, ollama, gemini; null for none. */
         static String api(String path) {
-            Format format = format(path.replaceAll("/+$", ""));
+            Format format = format(trimSlashes(path));
             return format == null ? null : switch (format) {
                 case OPENAI_CHAT -> "openai-chat";
                 case OPENAI_RESPONSES -> "openai-responses";
@@ -3882,11 +3887,7 @@ public final class LlmProxy {
          */
         static Llm read(String url, byte[] request, String contentType, byte[] response) {
             try {
-                String path = URI.create(url).getRawPath();
-                path = path == null ? "" : path;
-                while (path.endsWith("/")) {
-                    path = path.substring(0, path.length() - 1);
-                }
+                String path = trimSlashes(URI.create(url).getRawPath());
                 Format format = format(path);
                 if (format == null) {
                     return Llm.NONE;
@@ -4311,8 +4312,17 @@ public final class LlmProxy {
             }
         }
 
-        private static <T> T firstNonNull(T a, T b) {
+        static <T> T firstNonNull(T a, T b) {
             return a != null ? a : b;
+        }
+
+        /** A URL path without its trailing slashes: /v1/ and /v1 name the same API. */
+        static String trimSlashes(String path) {
+            int end = path == null ? 0 : path.length();
+            while (end > 0 && path.charAt(end - 1) == '/') {
+                end--;
+            }
+            return end == 0 ? "" : path.substring(0, end);
         }
     }
 
@@ -4668,7 +4678,7 @@ public final class LlmProxy {
                 if (api.startsWith("openai")) {
                     a.put("openai.api.type", api.equals("openai-responses") ? "responses" : "chat_completions");
                 }
-                String requestModel = firstString(Json.string(request, "model"), llm.model());
+                String requestModel = Conversation.firstNonNull(Json.string(request, "model"), llm.model());
                 a.put("gen_ai.request.model", requestModel);
                 a.put("gen_ai.response.model", llm.responseModel());
                 a.put("gen_ai.response.id", llm.responseId());
@@ -4778,10 +4788,6 @@ public final class LlmProxy {
             };
         }
 
-        private static String firstString(String a, String b) {
-            return a != null ? a : b;
-        }
-
         /** The first of these paths that holds a number in the request body. */
         @SafeVarargs
         private static Object firstNumber(Object request, List<String>... paths) {
@@ -4853,7 +4859,7 @@ public final class LlmProxy {
                         String type = String.valueOf(Json.string(item, "type"));
                         if (type.equals("function_call") || type.equals("custom_tool_call")) {
                             messages.add(message("assistant", List.of(toolCall(Json.string(item, "name"),
-                                    firstNonNull(Json.at(item, "arguments"), Json.at(item, "input"))))));
+                                    Conversation.firstNonNull(Json.at(item, "arguments"), Json.at(item, "input"))))));
                         } else if (type.endsWith("_output")) {
                             messages.add(message("tool", List.of(toolResult(Json.at(item, "output")))));
                         } else if (Json.string(item, "role") != null) {
@@ -4966,10 +4972,6 @@ public final class LlmProxy {
 
         private static List<?> list(Object value) {
             return value instanceof List<?> l ? l : List.of();
-        }
-
-        private static <T> T firstNonNull(T a, T b) {
-            return a != null ? a : b;
         }
     }
 
@@ -5715,6 +5717,7 @@ public final class LlmProxy {
             volatile RecordView finished;
             volatile Map<String, Object> logged;
             boolean modelShown; // a running one's model, once its request body has come
+            long requestSeen = -1; // request bytes when the model was last looked for
             long bytes;
 
             Entry(String id) {
@@ -5840,7 +5843,10 @@ public final class LlmProxy {
                 List<Entry> running = new ArrayList<>();
                 synchronized (this) {
                     for (Entry entry : entries.values()) {
-                        if (entry.running != null && !entry.modelShown) {
+                        Record.Builder live = entry.running;
+                        // looked for again only when more of the body came: a GET has none to wait for
+                        if (live != null && !entry.modelShown && live.requestBody.total() != entry.requestSeen) {
+                            entry.requestSeen = live.requestBody.total();
                             running.add(entry);
                         }
                     }
@@ -6122,6 +6128,8 @@ public final class LlmProxy {
             handlers.shutdownNow();
         }
     }
+
+    // --- report ---
 
     /**
      * {@code llmproxy view LOG}: writes one self-contained HTML file of a log, CSV or JSONL, any

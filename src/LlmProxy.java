@@ -181,7 +181,19 @@ public final class LlmProxy {
             return Child.run(config, proxy, err);
         }
         Signals.install(proxy, err);
+        settleHeap();
         return SERVING;
+    }
+
+    /**
+     * The JVM starts with a heap of 1/64 of the machine's memory (384 MB of 24 GB) and lets the
+     * young generation fill most of it before it first collects: resident memory the proxy never
+     * needs. One full collection just after start, while a few megabytes are live, shrinks the
+     * heap to what is live (MaxHeapFreeRatio); from there it grows with the load. A thread of its
+     * own, so that nothing waits for it; it pauses the proxy for a few milliseconds.
+     */
+    private static void settleHeap() {
+        Thread.ofPlatform().daemon(true).name("llmproxy-settle-heap").start(System::gc);
     }
 
     // --- signals ---
@@ -1613,6 +1625,8 @@ public final class LlmProxy {
         /** The OTLP exporter, told of each finished exchange; null without an endpoint. */
         private final Telemetry telemetry;
         final AtomicInteger inFlight = new AtomicInteger();
+        /** Told to each record: shutdown, not a peer, ended the exchanges cut after it began. */
+        private final BooleanSupplier shuttingDown = () -> this.closing;
         /** Record ids: a random prefix per run, then a counter, e.g. 3f9a2c1e-42. */
         private final String idPrefix = String.format("%08x-", ThreadLocalRandom.current().nextInt());
         private final AtomicLong ids = new AtomicLong();
@@ -1649,7 +1663,7 @@ public final class LlmProxy {
 
         void handle(HttpExchange exchange) {
             Record.Builder record = new Record.Builder(idPrefix + ids.incrementAndGet(), exchange.getRequestMethod(),
-                    clientUrl(exchange), exchange.getRequestURI(), config.logMaxBody(), memory, () -> closing);
+                    clientUrl(exchange), exchange.getRequestURI(), config.logMaxBody(), memory, shuttingDown);
             var headers = exchange.getRequestHeaders();
             record.requestHeaders = headers;
             record.responseHeaders = exchange.getResponseHeaders();
@@ -2698,15 +2712,26 @@ public final class LlmProxy {
 
     // --- records ---
 
-    /** The bounded copy of a body that the log keeps; the client always gets every byte. */
+    /**
+     * The bounded copy of a body that the log keeps; the client always gets every byte. Bytes go
+     * into chunks that start small and grow, and a chunk is never copied into a bigger one: a
+     * long stream's early chunks stay where they are instead of being left behind as garbage
+     * each time the body doubles, and the record takes the chunks as they are.
+     */
     static final class Capture {
+        private static final int FIRST_CHUNK = 512;
+        private static final int MAX_CHUNK = 64 * 1024;
+        private static final byte[][] NO_CHUNKS = {};
+
         private final int limit;
         private int keepLimit; // the limit, or less for a body that goes no further
         private final LogMemory memory;
-        private byte[] bytes = new byte[0];
+        private byte[][] chunks = NO_CHUNKS; // all full but the last
+        private int count; // chunks in use
+        private int capacity; // bytes in those chunks
         private int size;
         private long total;
-        private long taken; // from memory: the array's length, or more when taken ahead
+        private long taken; // from memory: the capacity, or more when taken ahead
         private boolean starved; // memory was spent: nothing more is kept, or the body would have a hole
         private String partial;
 
@@ -2741,31 +2766,50 @@ public final class LlmProxy {
         synchronized void write(byte[] source, int offset, int length) {
             total += length;
             int kept = starved ? 0 : Math.min(length, keepLimit - size);
-            if (kept <= 0) {
-                return;
-            }
-            if (size + kept > bytes.length) {
-                int grown = (int) Math.min(keepLimit, Math.max(size + kept, Math.max(256L, 2L * bytes.length)));
-                if (!grow(grown) && !grow(size + kept)) {
+            while (kept > 0) {
+                if (size == capacity && !addChunk(kept)) {
                     starved = true;
                     partial("llmproxy's memory for log bodies was full: only the first " + size + " bytes were kept"
                             + " (-Dllmproxy.logMemory)");
                     return;
                 }
-                bytes = Arrays.copyOf(bytes, grown > taken ? size + kept : grown);
+                byte[] last = chunks[count - 1];
+                int at = last.length - (capacity - size);
+                int n = Math.min(kept, capacity - size);
+                System.arraycopy(source, offset, last, at, n);
+                offset += n;
+                size += n;
+                kept -= n;
             }
-            System.arraycopy(source, offset, bytes, size, kept);
-            size += kept;
         }
 
-        private boolean grow(int length) {
-            if (length <= taken) {
-                return true;
-            }
-            if (!memory.take(length - taken)) {
+        /**
+         * Adds a chunk for at least the next {@code needed} bytes: as big as the body so far (so
+         * there are few chunks), within the limit and the log's memory.
+         */
+        private boolean addChunk(int needed) {
+            int room = keepLimit - size;
+            int length = Math.min(room, Math.max(needed, Math.max(FIRST_CHUNK, Math.min(capacity, MAX_CHUNK))));
+            if (!reserve(length) && !reserve(length = needed)) {
                 return false;
             }
-            taken = length;
+            if (count == chunks.length) {
+                chunks = Arrays.copyOf(chunks, Math.max(4, 2 * count));
+            }
+            chunks[count++] = new byte[length];
+            capacity += length;
+            return true;
+        }
+
+        private boolean reserve(int length) {
+            long beyond = capacity + (long) length - taken;
+            if (beyond <= 0) {
+                return true;
+            }
+            if (!memory.take(beyond)) {
+                return false;
+            }
+            taken += beyond;
             return true;
         }
 
@@ -2775,15 +2819,19 @@ public final class LlmProxy {
 
         /** A copy of the bytes kept so far, for the live viewer while the exchange runs. */
         synchronized byte[] snapshot() {
-            return Arrays.copyOf(bytes, size);
+            return Record.Body.join(chunks, count, size);
         }
 
-        /** The bytes kept, trimmed; memory taken beyond them is given back, the rest the writer gives back. */
+        /** The body for the record, holding these chunks; memory taken beyond them is given back, the rest the writer gives back. */
+        synchronized Record.Body body(String encoding) {
+            memory.give(taken - capacity);
+            taken = capacity;
+            return new Record.Body(Arrays.copyOf(chunks, count), size, total, encoding, partial);
+        }
+
+        /** The bytes kept, in one array. */
         synchronized byte[] bytes() {
-            byte[] kept = size == bytes.length ? bytes : Arrays.copyOf(bytes, size);
-            memory.give(taken - size);
-            taken = size;
-            return kept;
+            return Record.Body.join(chunks, count, size);
         }
 
         /** Bytes seen, including those beyond the limit. */
@@ -2811,12 +2859,78 @@ public final class LlmProxy {
                   Body request, Body response) {
 
         /**
-         * A body as the log keeps it: its first bytes, its full length, its Content-Encoding, and
-         * when it was not read to its end, why (else null).
+         * A body as the log keeps it: its first bytes (in the capture's chunks, joined when first
+         * read, on the thread that reads them), its full length, its Content-Encoding, and when it
+         * was not read to its end, why (else null).
          */
-        record Body(byte[] captured, long total, String encoding, String partial) {
+        static final class Body {
+            private byte[][] chunks;
+            private final int size;
+            private final long held;
+            private final long total;
+            private final String encoding;
+            private final String partial;
+
             Body(byte[] captured, long total, String encoding) {
                 this(captured, total, encoding, null);
+            }
+
+            Body(byte[] captured, long total, String encoding, String partial) {
+                this(new byte[][] {captured}, captured.length, total, encoding, partial);
+            }
+
+            Body(byte[][] chunks, int size, long total, String encoding, String partial) {
+                this.chunks = chunks;
+                this.size = size;
+                long length = 0;
+                for (byte[] chunk : chunks) {
+                    length += chunk.length;
+                }
+                this.held = length;
+                this.total = total;
+                this.encoding = encoding;
+                this.partial = partial;
+            }
+
+            /** The bytes kept, in one array. */
+            synchronized byte[] captured() {
+                if (chunks.length != 1 || chunks[0].length != size) {
+                    chunks = new byte[][] {join(chunks, chunks.length, size)};
+                }
+                return chunks[0];
+            }
+
+            /** How many bytes were kept. */
+            int length() {
+                return size;
+            }
+
+            /** Heap the body holds: its chunks, however full. */
+            long held() {
+                return held;
+            }
+
+            long total() {
+                return total;
+            }
+
+            String encoding() {
+                return encoding;
+            }
+
+            String partial() {
+                return partial;
+            }
+
+            static byte[] join(byte[][] chunks, int count, int size) {
+                byte[] joined = new byte[size];
+                int at = 0;
+                for (int i = 0; i < count && at < size; i++) {
+                    int n = Math.min(chunks[i].length, size - at);
+                    System.arraycopy(chunks[i], 0, joined, at, n);
+                    at += n;
+                }
+                return joined;
             }
         }
 
@@ -2831,7 +2945,7 @@ public final class LlmProxy {
 
         /** Heap the record's bodies hold, taken from the log's memory until it is written. */
         long heldBytes() {
-            return (long) request.captured().length + response.captured().length;
+            return request.held() + response.held();
         }
 
         /** The same record without its headers and bodies (their sizes kept), and why in its error. */
@@ -2914,8 +3028,7 @@ public final class LlmProxy {
                         TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - startNanos),
                         firstByteNanos == 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(firstByteNanos - startNanos),
                         requestHeaders, responseHeaders,
-                        new Body(requestBody.bytes(), requestBody.total(), requestEncoding, requestBody.partial()),
-                        new Body(responseBody.bytes(), responseBody.total(), responseEncoding, responseBody.partial()));
+                        requestBody.body(requestEncoding), responseBody.body(responseEncoding));
             }
         }
     }
@@ -3418,12 +3531,14 @@ public final class LlmProxy {
                 }
                 pending.append("}\n");
             } else {
-                List<String> fields = new ArrayList<>(columns.size());
-                for (Column column : columns) {
-                    String field = secrets.scrub(column.field(view));
-                    fields.add(excelSafe ? Csv.inert(field) : field);
+                for (int i = 0; i < columns.size(); i++) {
+                    String field = secrets.scrub(columns.get(i).field(view));
+                    if (i > 0) {
+                        pending.append(',');
+                    }
+                    Csv.field(pending, excelSafe ? Csv.inert(field) : field); // straight into the batch: no row string
                 }
-                pending.append(Csv.record(fields));
+                pending.append("\r\n");
             }
             pendingRecords++;
         }
@@ -3597,7 +3712,7 @@ public final class LlmProxy {
          * text becomes "[binary N bytes]"; one the log could not decode says so in the same way.
          */
         static String of(Record.Body body, long maxBody) {
-            if (body.partial() != null && body.captured().length == 0) {
+            if (body.partial() != null && body.length() == 0) {
                 return body.total() == 0 ? "" : "[" + body.partial() + ": " + body.total() + " bytes]";
             }
             String text = of(body.captured(), body.total(), body.encoding(), maxBody);
@@ -3825,10 +3940,16 @@ public final class LlmProxy {
 
         /** Strict UTF-8, or null; a body cut mid-character loses only that last partial character. */
         static String utf8(byte[] bytes, boolean mayEndMidCharacter) {
+            int end = mayEndMidCharacter ? completeUtf8Length(bytes) : bytes.length;
+            // The JDK's own decoding is the fast one and keeps ASCII at a byte a character; it turns
+            // bad bytes into U+FFFD, so only a text with U+FFFD in it needs the strict decoder's verdict.
+            String text = new String(bytes, 0, end, StandardCharsets.UTF_8);
+            if (text.indexOf('\uFFFD') < 0) {
+                return text;
+            }
             var decoder = StandardCharsets.UTF_8.newDecoder()
                     .onMalformedInput(CodingErrorAction.REPORT)
                     .onUnmappableCharacter(CodingErrorAction.REPORT);
-            int end = mayEndMidCharacter ? completeUtf8Length(bytes) : bytes.length;
             try {
                 return decoder.decode(ByteBuffer.wrap(bytes, 0, end)).toString();
             } catch (CharacterCodingException e) {

@@ -181,6 +181,26 @@ class LaunchTest {
     }
 
     @Test
+    void shrinksTheHeapToWhatIsLiveOnceStarted() throws Exception {
+        // The JVM would keep its initial heap (here 256 MB, by default 1/64 of the machine's memory)
+        // and let the young generation fill it; llmproxy settles it to what is live once it serves.
+        try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
+             var proxy = new TestSupport.Launched(upstream.url(), dir.resolve("log.csv"),
+                     "-XX:+UseG1GC", "-XX:InitialHeapSize=256m", "-Xmx1g")) {
+            String jcmd = Path.of(System.getProperty("java.home"), "bin", "jcmd").toString();
+            Pattern committed = Pattern.compile("heap +total reserved \\d+K, committed (\\d+)K");
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            long kilobytes;
+            do { // each jcmd call is its own wait (~0.3 s); the settling runs on a thread of its own
+                Matcher m = committed.matcher(output(jcmd, String.valueOf(proxy.process.pid()), "GC.heap_info"));
+                assertTrue(m.find(), "no committed heap in jcmd's answer");
+                kilobytes = Long.parseLong(m.group(1));
+            } while (kilobytes > 64 * 1024 && System.nanoTime() < deadline);
+            assertTrue(kilobytes <= 64 * 1024, "heap still committed: " + kilobytes + " KB");
+        }
+    }
+
+    @Test
     void stopsOnSigtermWithExit0AndAFlushedLog() throws Exception {
         Path log = dir.resolve("log.csv");
         try (var upstream = TestSupport.Upstream.recording(exchange -> {

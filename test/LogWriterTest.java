@@ -1,3 +1,4 @@
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -415,10 +416,34 @@ class LogWriterTest {
     }
 
     @Test
+    void keepsAReplacementCharacterTheBodyReallyHolds() {
+        // U+FFFD is what bad bytes decode to; sent as valid UTF-8 it is text like any other.
+        assertEquals("ok \uFFFD ok", text("ok \uFFFD ok".getBytes(StandardCharsets.UTF_8), ""));
+        assertEquals("[binary 6 bytes]", text(new byte[] {'o', 'k', ' ', (byte) 0xc3, ' ', (byte) 0xef}, ""));
+    }
+
+    @Test
     void marksABodyTruncatedAtTheCapWithoutBreakingACharacter() {
         byte[] captured = "abc\u00fc".getBytes(StandardCharsets.UTF_8); // ü is two bytes
         byte[] cut = java.util.Arrays.copyOf(captured, 4); // the cap fell inside ü
         assertEquals("abc…[truncated: 100 bytes total]", LlmProxy.BodyText.of(cut, 100, "", 4));
+    }
+
+    @Test
+    void keepsALongBodyInChunksWithLittleSlack() {
+        var capture = new LlmProxy.Capture(1 << 20);
+        byte[] event = "data: {\"delta\": \"token\"}\n\n".getBytes(StandardCharsets.UTF_8);
+        var expected = new ByteArrayOutputStream();
+        for (int i = 0; i < 2_000; i++) {
+            capture.write(event, 0, event.length);
+            expected.write(event, 0, event.length);
+        }
+        LlmProxy.Record.Body body = capture.body("");
+        assertArrayEquals(expected.toByteArray(), body.captured());
+        assertEquals(expected.size(), body.length());
+        // Chunks grow with the body: it holds at most a chunk's slack (64 KB), not the doubling's half.
+        assertTrue(body.held() >= body.length() && body.held() - body.length() <= 64 * 1024,
+                body.held() + " held for " + body.length());
     }
 
     @Test
@@ -502,8 +527,8 @@ class LogWriterTest {
         assertEquals(900, memory.used());
         assertTrue(!ahead.takeAhead(500) && memory.used() == 900, "a declared length that does not fit takes nothing");
         ahead.write(data, 0, 100);
-        assertEquals(100, ahead.bytes().length);
-        assertEquals(700, memory.used(), "what was taken ahead and not used is given back");
+        assertEquals(100, ahead.body("").length());
+        assertEquals(700, memory.used(), "what was taken ahead and not used is given back when the record takes the body");
     }
 
     @Test

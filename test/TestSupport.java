@@ -224,10 +224,10 @@ final class TestSupport {
 
         Launched(String target, Path log, String... more) throws Exception {
             List<String> command = new ArrayList<>(List.of(JAVA));
-            command.addAll(List.of(more).stream().filter(a -> a.startsWith("-D")).toList());
+            command.addAll(List.of(more).stream().filter(Launched::jvmOption).toList());
             command.addAll(List.of("-jar", "build/llmproxy.jar", "--target-url", target, "--port", "0",
                     "--log-file", log.toString()));
-            command.addAll(List.of(more).stream().filter(a -> !a.startsWith("-D")).toList());
+            command.addAll(List.of(more).stream().filter(a -> !jvmOption(a)).toList());
             process = new ProcessBuilder(command).start();
             Thread.ofVirtual().start(() -> {
                 try (var reader = new BufferedReader(new InputStreamReader(process.getErrorStream(), StandardCharsets.UTF_8))) {
@@ -241,6 +241,11 @@ final class TestSupport {
             Matcher m = Pattern.compile("listening on http://127\\.0\\.0\\.1:(\\d+) ").matcher(awaitLine("listening on"));
             assertTrue(m.find());
             port = Integer.parseInt(m.group(1));
+        }
+
+        /** -D and -X arguments go to the JVM, the rest to llmproxy. */
+        private static boolean jvmOption(String argument) {
+            return argument.startsWith("-D") || argument.startsWith("-X");
         }
 
         String awaitLine(String part) throws InterruptedException {

@@ -844,6 +844,9 @@ public final class LlmProxy {
          * or a NUL. The path itself is forwarded as sent: this reading only decides.
          */
         static void requireNoClimb(String rawPath) {
+            if (plainPath(rawPath)) {
+                return;
+            }
             String path = rawPath;
             for (int round = 0; round < 4; round++) {
                 String decoded = percentDecode(path);
@@ -872,6 +875,17 @@ public final class LlmProxy {
                     depth++;
                 }
             }
+        }
+
+        /** True for a path that cannot spell a dot segment in any way: ASCII, no '.', '%' or '\\'. */
+        private static boolean plainPath(String rawPath) {
+            for (int i = 0; i < rawPath.length(); i++) {
+                char c = rawPath.charAt(i);
+                if (c == '.' || c == '%' || c == '\\' || c >= 0x80) {
+                    return false;
+                }
+            }
+            return true;
         }
 
         /** One round of %XX decoding into one char per byte; a malformed escape stays as it is. */
@@ -1442,6 +1456,8 @@ public final class LlmProxy {
         private final boolean loopbackNames;
         private final Set<String> origins; // lower case scheme://host[:port]
         private final boolean anyOrigin;
+        /** Host headers already found to name the proxy: a client sends the same one every time. */
+        private final Set<String> allowedHostHeaders = ConcurrentHashMap.newKeySet();
 
         Access(Set<String> hosts, boolean loopbackNames, Set<String> origins) {
             this.hosts = Set.copyOf(hosts);
@@ -1508,9 +1524,13 @@ public final class LlmProxy {
          * @param fetchSite the Sec-Fetch-Site header, or null
          */
         String refusal(String host, URI absolute, String origin, String fetchSite) {
-            if (host != null && !allowedHost(hostOf(host))) {
-                return "Host '" + abbreviate(host) + "' does not name this proxy: a web page may be trying to use it"
-                        + " (DNS rebinding); a name of your own is allowed with --allow-host NAME";
+            if (host != null && !allowedHostHeaders.contains(host)) {
+                if (!allowedHost(hostOf(host))) {
+                    return refusedHost(host);
+                }
+                if (allowedHostHeaders.size() < KNOWN_LIMIT) {
+                    allowedHostHeaders.add(host);
+                }
             }
             if (absolute != null && absolute.getHost() != null && !allowedHost(bare(absolute.getHost().toLowerCase(Locale.ROOT)))) {
                 return "the request names host '" + abbreviate(absolute.getHost()) + "', not this proxy";
@@ -1524,6 +1544,14 @@ public final class LlmProxy {
                 return "a browser sent this request from another site's page; only pages on this machine may use the proxy";
             }
             return null;
+        }
+
+        /** How many distinct allowed Host headers are remembered; beyond it each is checked afresh. */
+        private static final int KNOWN_LIMIT = 64;
+
+        private static String refusedHost(String host) {
+            return "Host '" + abbreviate(host) + "' does not name this proxy: a web page may be trying to use it"
+                    + " (DNS rebinding); a name of your own is allowed with --allow-host NAME";
         }
 
         private boolean allowedHost(String host) {
@@ -1625,6 +1653,9 @@ public final class LlmProxy {
         /** The OTLP exporter, told of each finished exchange; null without an endpoint. */
         private final Telemetry telemetry;
         final AtomicInteger inFlight = new AtomicInteger();
+        /** How many paths' upstream URIs are kept; beyond it each is parsed afresh. */
+        private static final int KNOWN_PATHS = 256;
+        private final Map<String, URI> upstreamUris = new ConcurrentHashMap<>();
         /** Told to each record: shutdown, not a peer, ended the exchanges cut after it began. */
         private final BooleanSupplier shuttingDown = () -> this.closing;
         /** Record ids: a random prefix per run, then a counter, e.g. 3f9a2c1e-42. */
@@ -1762,6 +1793,22 @@ public final class LlmProxy {
             return answerError(call, 503, "llmproxy_overloaded", Record.Outcome.REJECTED, why);
         }
 
+        /** The upstream URI for a request; those of paths without a query are parsed once (a few are used again and again). */
+        private URI upstreamUri(URI requested) {
+            String rawPath = requested.getRawPath();
+            if (requested.getRawQuery() != null || rawPath == null) {
+                return config.upstreamUri(rawPath, requested.getRawQuery());
+            }
+            URI known = upstreamUris.get(rawPath);
+            if (known == null) {
+                known = config.upstreamUri(rawPath, null);
+                if (upstreamUris.size() < KNOWN_PATHS) {
+                    upstreamUris.put(rawPath, known);
+                }
+            }
+            return known;
+        }
+
         /** Runs the exchange; says how the client's response must end. */
         private Ending forward(Call call) throws IOException {
             HttpExchange exchange = call.exchange();
@@ -1782,7 +1829,7 @@ public final class LlmProxy {
             }
             URI upstream;
             try {
-                upstream = config.upstreamUri(requested.getRawPath(), requested.getRawQuery());
+                upstream = upstreamUri(requested);
             } catch (IllegalArgumentException e) {
                 return answerError(call, 400, "llmproxy_bad_request", Record.Outcome.REJECTED, e.getMessage());
             }

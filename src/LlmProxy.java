@@ -108,6 +108,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.LockSupport;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.BooleanSupplier;
 import java.util.function.UnaryOperator;
@@ -3492,6 +3493,9 @@ public final class LlmProxy {
                 return;
             }
             queue.add(record);
+            if (memory.used() > memory.limit() / 2) {
+                LockSupport.unpark(thread); // written sooner, their bodies' memory given back sooner
+            }
         }
 
         /**
@@ -3504,11 +3508,18 @@ public final class LlmProxy {
             while (true) {
                 try {
                     Record record;
-                    try {
-                        long wait = flushDue == Long.MAX_VALUE ? Long.MAX_VALUE : flushDue - System.nanoTime();
-                        record = wait == Long.MAX_VALUE ? queue.take() : queue.poll(wait, TimeUnit.NANOSECONDS);
-                    } catch (InterruptedException e) {
-                        continue;
+                    if (flushDue == Long.MAX_VALUE) {
+                        try {
+                            record = queue.take();
+                        } catch (InterruptedException e) {
+                            continue;
+                        }
+                    } else if ((record = queue.poll()) == null) {
+                        // A batch is open: sleep until it is due instead of waiting on the queue,
+                        // which would wake this thread for every record that comes (the wake-up
+                        // costs more than formatting the record). close() wakes it, and so does
+                        // a log memory running short.
+                        LockSupport.parkNanos(this, flushDue - System.nanoTime());
                     }
                     if (record == POISON) {
                         flush();
@@ -3737,6 +3748,7 @@ public final class LlmProxy {
             }
             closed = true;
             queue.add(POISON);
+            LockSupport.unpark(thread);
             try {
                 thread.join();
             } catch (InterruptedException e) {

@@ -2904,7 +2904,34 @@ public final class LlmProxy {
     record Record(String id, Instant start, String method, String url, String path, String upstreamUrl, int status,
                   Outcome outcome, String error, long durationMillis, long ttfbMillis,
                   Map<String, List<String>> requestHeaders, Map<String, List<String>> responseHeaders,
-                  Body request, Body response) {
+                  Body request, Body response, Reading reading) {
+
+        Record(String id, Instant start, String method, String url, String path, String upstreamUrl, int status,
+               Outcome outcome, String error, long durationMillis, long ttfbMillis,
+               Map<String, List<String>> requestHeaders, Map<String, List<String>> responseHeaders,
+               Body request, Body response) {
+            this(id, start, method, url, path, upstreamUrl, status, outcome, error, durationMillis, ttfbMillis,
+                    requestHeaders, responseHeaders, request, response, new Reading());
+        }
+
+        /**
+         * The conversation read out of the record's bodies, kept for whoever asks next: the log's
+         * LLM columns, the span and the viewer each need it, on threads of their own, and reading
+         * it (decoding, parsing JSON or every SSE event) costs more than the rest of a record.
+         */
+        static final class Reading {
+            private boolean done;
+            private Llm llm;
+
+            /** The conversation, read by {@code read} the first time only. */
+            synchronized Llm get(java.util.function.Supplier<Llm> read) {
+                if (!done) {
+                    llm = read.get();
+                    done = true;
+                }
+                return llm;
+            }
+        }
 
         /**
          * A body as the log keeps it: its first bytes (in the capture's chunks, joined when first
@@ -3195,17 +3222,21 @@ public final class LlmProxy {
 
         Llm llm() {
             if (llm == null) {
-                String contentType = null;
-                for (Map.Entry<String, List<String>> h : record.responseHeaders().entrySet()) {
-                    if (h.getKey().equalsIgnoreCase("Content-Type") && !h.getValue().isEmpty()) {
-                        contentType = h.getValue().getFirst();
-                    }
-                }
-                String url = record.upstreamUrl().isEmpty() ? record.url() : record.upstreamUrl();
-                llm = Conversation.read(url, BodyText.decoded(record.request(), maxBody), contentType,
-                        BodyText.decoded(record.response(), maxBody));
+                llm = record.reading().get(this::readConversation);
             }
             return llm;
+        }
+
+        private Llm readConversation() {
+            String contentType = null;
+            for (Map.Entry<String, List<String>> h : record.responseHeaders().entrySet()) {
+                if (h.getKey().equalsIgnoreCase("Content-Type") && !h.getValue().isEmpty()) {
+                    contentType = h.getValue().getFirst();
+                }
+            }
+            String url = record.upstreamUrl().isEmpty() ? record.url() : record.upstreamUrl();
+            return Conversation.read(url, BodyText.decoded(record.request(), maxBody), contentType,
+                    BodyText.decoded(record.response(), maxBody));
         }
     }
 

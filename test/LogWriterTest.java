@@ -430,6 +430,26 @@ class LogWriterTest {
     }
 
     @Test
+    void readsARecordsConversationOnceForEveryoneWhoAsks() {
+        byte[] request = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"
+                .getBytes(StandardCharsets.UTF_8);
+        byte[] response = "{\"model\":\"gpt-4o\",\"choices\":[{\"message\":{\"content\":\"hello\"}}]}"
+                .getBytes(StandardCharsets.UTF_8);
+        var record = new LlmProxy.Record("1", java.time.Instant.now(), "POST", "http://localhost/v1/chat/completions",
+                "/v1/chat/completions", "https://api.openai.com/v1/chat/completions", 200,
+                LlmProxy.Record.Outcome.COMPLETE, null, 1, 1, Map.of(), Map.of("Content-Type", List.of("application/json")),
+                new LlmProxy.Record.Body(request, request.length, ""), new LlmProxy.Record.Body(response, response.length, ""));
+        var secrets = new LlmProxy.Secrets(true, List.of());
+        LlmProxy.Llm first = new LlmProxy.RecordView(record, secrets, 1 << 20, false).llm();
+        assertEquals("hello", first.text());
+        // The log, the span and the viewer each make a view of their own: the second one reads nothing again.
+        assertTrue(first == new LlmProxy.RecordView(record, secrets, 1 << 20, true).llm());
+        assertTrue(first == record.reading().get(() -> {
+            throw new AssertionError("read a second time");
+        }));
+    }
+
+    @Test
     void keepsALongBodyInChunksWithLittleSlack() {
         var capture = new LlmProxy.Capture(1 << 20);
         byte[] event = "data: {\"delta\": \"token\"}\n\n".getBytes(StandardCharsets.UTF_8);

@@ -190,11 +190,29 @@ public final class LlmProxy {
      * The JVM starts with a heap of 1/64 of the machine's memory (384 MB of 24 GB) and lets the
      * young generation fill most of it before it first collects: resident memory the proxy never
      * needs. One full collection just after start, while a few megabytes are live, shrinks the
-     * heap to what is live (MaxHeapFreeRatio); from there it grows with the load. A thread of its
-     * own, so that nothing waits for it; it pauses the proxy for a few milliseconds.
+     * heap to what is live (MaxHeapFreeRatio); from there it grows with the load. After a burst
+     * the collector would keep what it grew to for good: once the proxy has been idle for
+     * -Dllmproxy.heapIdleSeconds (30; 0 leaves the heap alone) it collects concurrently and gives
+     * the rest back (G1's periodic collection, which a program may switch on as it runs). A
+     * thread of its own, so that nothing waits for it; it pauses the proxy for a few milliseconds.
      */
     private static void settleHeap() {
-        Thread.ofPlatform().daemon(true).name("llmproxy-settle-heap").start(System::gc);
+        long idleSeconds = Long.getLong("llmproxy.heapIdleSeconds", 30);
+        Thread.ofPlatform().daemon(true).name("llmproxy-settle-heap").start(() -> {
+            System.gc();
+            if (idleSeconds <= 0) {
+                return;
+            }
+            try {
+                var hotspot = java.lang.management.ManagementFactory.getPlatformMXBean(
+                        com.sun.management.HotSpotDiagnosticMXBean.class);
+                if (hotspot.getVMOption("G1PeriodicGCInterval").getValue().equals("0")) { // a user's own value wins
+                    hotspot.setVMOption("G1PeriodicGCInterval", String.valueOf(idleSeconds * 1000));
+                }
+            } catch (RuntimeException | LinkageError e) {
+                // not HotSpot, or a JVM without the option: the heap stays as its collector leaves it
+            }
+        });
     }
 
     // --- signals ---
@@ -3394,6 +3412,7 @@ public final class LlmProxy {
         private final AtomicLong written = new AtomicLong();
         private final AtomicLong lost = new AtomicLong();
         private final StringBuilder pending = new StringBuilder();
+        private final byte[] slice = new byte[64 * 1024];
         private int pendingRecords;
         private final StringBuilder summaries = new StringBuilder();
         private OutputStream out;
@@ -3642,7 +3661,7 @@ public final class LlmProxy {
                         reopen(); // never opened, failed, or deleted, moved or replaced underneath
                     }
                     byte[] bytes = pending.toString().getBytes(StandardCharsets.UTF_8);
-                    out.write(bytes);
+                    writeInSlices(bytes);
                     out.flush();
                     size += bytes.length;
                     written.addAndGet(pendingRecords);
@@ -3660,6 +3679,9 @@ public final class LlmProxy {
                     }
                 }
                 pending.setLength(0);
+                if (pending.capacity() > PENDING_LIMIT) {
+                    pending.trimToSize(); // a huge record's room is not kept for good
+                }
                 pendingRecords = 0;
                 if (rotateAt > 0 && size > rotateAt && out != null) {
                     rotate(); // after the records are counted as written: a failed rotation loses none
@@ -3669,6 +3691,19 @@ public final class LlmProxy {
                 err.print(summaries);
                 err.flush();
                 summaries.setLength(0);
+            }
+        }
+
+        /**
+         * Writes through one reusable slice: the JDK's file stream keeps the last array it was
+         * given (to reuse its wrapper), and NIO keeps a native copy buffer as large as the
+         * largest write, each for as long as the writer lives; a batch may be tens of megabytes.
+         */
+        private void writeInSlices(byte[] bytes) throws IOException {
+            for (int at = 0; at < bytes.length; at += slice.length) {
+                int n = Math.min(slice.length, bytes.length - at);
+                System.arraycopy(bytes, at, slice, 0, n);
+                out.write(slice, 0, n);
             }
         }
 

@@ -187,17 +187,42 @@ class LaunchTest {
         try (var upstream = TestSupport.Upstream.recording(exchange -> exchange.sendResponseHeaders(204, -1));
              var proxy = new TestSupport.Launched(upstream.url(), dir.resolve("log.csv"),
                      "-XX:+UseG1GC", "-XX:InitialHeapSize=256m", "-Xmx1g")) {
-            String jcmd = Path.of(System.getProperty("java.home"), "bin", "jcmd").toString();
-            Pattern committed = Pattern.compile("heap +total reserved \\d+K, committed (\\d+)K");
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-            long kilobytes;
-            do { // each jcmd call is its own wait (~0.3 s); the settling runs on a thread of its own
-                Matcher m = committed.matcher(output(jcmd, String.valueOf(proxy.process.pid()), "GC.heap_info"));
-                assertTrue(m.find(), "no committed heap in jcmd's answer");
-                kilobytes = Long.parseLong(m.group(1));
-            } while (kilobytes > 64 * 1024 && System.nanoTime() < deadline);
-            assertTrue(kilobytes <= 64 * 1024, "heap still committed: " + kilobytes + " KB");
+            assertTrue(committedHeapFallsTo(proxy.process.pid(), 64 * 1024), "the initial heap was kept");
         }
+    }
+
+    @Test
+    void givesTheHeapBackOnceIdleAfterABurst() throws Exception {
+        byte[] block = new byte[1 << 20];
+        try (var upstream = TestSupport.Upstream.recording(exchange -> {
+            exchange.sendResponseHeaders(200, 40L << 20);
+            try (OutputStream out = exchange.getResponseBody()) {
+                for (int i = 0; i < 40; i++) {
+                    out.write(block);
+                }
+            }
+        }); var proxy = new TestSupport.Launched(upstream.url(), dir.resolve("log.csv"), "-XX:+UseG1GC", "-Xmx1g",
+                "-Dllmproxy.heapIdleSeconds=1", "--log-max-body", "64m");
+             var client = new TestSupport.RawClient(proxy.port)) {
+            client.send("GET /v1/download HTTP/1.1\r\nHost: localhost\r\n\r\n").readHead();
+            assertEquals(40 << 20, client.body().length); // kept for the log too: the heap grows to a few hundred MB
+            assertTrue(committedHeapFallsTo(proxy.process.pid(), 64 * 1024), "the heap was not given back");
+        }
+    }
+
+    /** Asks jcmd for the committed heap until it is at most {@code kilobytes}; false after 30 s. */
+    private static boolean committedHeapFallsTo(long pid, long kilobytes) throws Exception {
+        String jcmd = Path.of(System.getProperty("java.home"), "bin", "jcmd").toString();
+        Pattern committed = Pattern.compile("heap +total reserved \\d+K, committed (\\d+)K");
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (System.nanoTime() < deadline) { // each jcmd call is its own wait (~0.3 s)
+            Matcher m = committed.matcher(output(jcmd, String.valueOf(pid), "GC.heap_info"));
+            assertTrue(m.find(), "no committed heap in jcmd's answer");
+            if (Long.parseLong(m.group(1)) <= kilobytes) {
+                return true;
+            }
+        }
+        return false;
     }
 
     @Test

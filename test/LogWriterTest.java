@@ -430,6 +430,28 @@ class LogWriterTest {
     }
 
     @Test
+    void keepsNoCopyOfABigBatchOnceItIsWritten() throws Exception {
+        Path file = dir.resolve("released.csv");
+        var heap = java.lang.management.ManagementFactory.getMemoryMXBean();
+        try (var log = open(file, "--log-max-body", "64m")) {
+            long before = usedAfterGc(heap);
+            log.submit(record("POST", "{}", "x".repeat(32 << 20)));
+            for (int i = 0; i < 500 && log.written() < 1; i++) {
+                Thread.sleep(10); // no hook says when a batch is on disk; written() does, polled
+            }
+            assertEquals(1, log.written());
+            long kept = usedAfterGc(heap) - before;
+            // The JDK's file stream kept the last array written to it: the whole 32 MB batch.
+            assertTrue(kept < 8 << 20, (kept >> 20) + " MB still held after writing a 32 MB record");
+        }
+    }
+
+    private static long usedAfterGc(java.lang.management.MemoryMXBean heap) {
+        System.gc();
+        return heap.getHeapMemoryUsage().getUsed();
+    }
+
+    @Test
     void readsARecordsConversationOnceForEveryoneWhoAsks() {
         byte[] request = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"
                 .getBytes(StandardCharsets.UTF_8);

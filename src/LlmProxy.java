@@ -203,6 +203,8 @@ public final class LlmProxy {
             if (idleSeconds <= 0) {
                 return;
             }
+            // The management classes take ~20 ms to load: not while the first requests are served.
+            LockSupport.parkNanos(TimeUnit.SECONDS.toNanos(5));
             try {
                 var hotspot = java.lang.management.ManagementFactory.getPlatformMXBean(
                         com.sun.management.HotSpotDiagnosticMXBean.class);

@@ -1998,7 +1998,7 @@ public final class LlmProxy {
                 };
             }
             HttpRequest.BodyPublisher publisher;
-            if (length > 0 && length <= RequestBody.SMALL) {
+            if (length > 0 && length <= RequestBody.WHOLE) {
                 publisher = HttpRequest.BodyPublishers.ofByteArray(body.readWhole((int) length));
             } else if (length > 0) {
                 publisher = HttpRequest.BodyPublishers.fromPublisher(body, length);
@@ -2289,8 +2289,14 @@ public final class LlmProxy {
      */
     static final class RequestBody implements Flow.Publisher<ByteBuffer> {
         private static final int CHUNK = 16 * 1024;
-        /** Bodies up to this length are read whole before sending: a typical prompt, without a pump thread. */
+        /** What a refused request's drain reads for the log: a typical prompt. */
         static final int SMALL = 64 * 1024;
+        /**
+         * Bodies of a declared length up to this are read whole before they are sent, without a
+         * pump thread, and the log's capture takes the same array: a coding agent's prompt is
+         * 40-70 KB at its first turn and hundreds of KB later, and its client sends it at once.
+         */
+        static final int WHOLE = 1 << 20;
 
         /** How far reading the client's body has got. */
         private enum Progress {
@@ -2373,19 +2379,21 @@ public final class LlmProxy {
             readLock.lock();
             try {
                 byte[] bytes = new byte[length];
+                int[] read = {0};
                 int got;
                 try {
                     got = handlerWait.call(() -> {
-                        int read = 0;
-                        for (int n; read < length && (n = in.read(bytes, read, length - read)) >= 0; read += n) {
-                            capture.write(bytes, read, n); // as it comes: a stall keeps what arrived
+                        for (int n; read[0] < length && (n = in.read(bytes, read[0], length - read[0])) >= 0; ) {
+                            read[0] += n;
                         }
-                        return read;
+                        return read[0];
                     });
                 } catch (IOException e) {
+                    capture.adopt(bytes, read[0]); // a stall keeps what arrived
                     failed(e);
                     throw e;
                 }
+                capture.adopt(bytes, got);
                 if (got < length) {
                     failed(new IOException("request body ended after " + got + " of " + length + " bytes"));
                     throw clientError;
@@ -2879,6 +2887,23 @@ public final class LlmProxy {
             }
             taken += beyond;
             return true;
+        }
+
+        /**
+         * Takes {@code bytes[0, n)} as the body, without a copy: a body read whole into an array
+         * of its own. Copies instead when something was kept already or the array is beyond what
+         * may be kept.
+         */
+        synchronized void adopt(byte[] bytes, int n) {
+            if (count > 0 || starved || bytes.length > keepLimit || !reserve(bytes.length)) {
+                write(bytes, 0, n);
+                return;
+            }
+            chunks = new byte[][] {bytes};
+            count = 1;
+            capacity = bytes.length;
+            size = n;
+            total += n;
         }
 
         synchronized boolean isFull() {

@@ -472,6 +472,19 @@ class LogWriterTest {
     }
 
     @Test
+    void takesABodyReadWholeWithoutCopyingIt() {
+        var capture = new LlmProxy.Capture(1 << 20);
+        byte[] prompt = "{\"messages\": []}".getBytes(StandardCharsets.UTF_8);
+        capture.adopt(prompt, prompt.length);
+        assertTrue(prompt == capture.body("").captured(), "the record holds the array the body was read into");
+
+        var small = new LlmProxy.Capture(4); // beyond the limit: only the first bytes are kept, copied
+        small.adopt(prompt, prompt.length);
+        assertEquals("{\"me", new String(small.bytes(), StandardCharsets.UTF_8));
+        assertEquals(prompt.length, small.total());
+    }
+
+    @Test
     void keepsALongBodyInChunksWithLittleSlack() {
         var capture = new LlmProxy.Capture(1 << 20);
         byte[] event = "data: {\"delta\": \"token\"}\n\n".getBytes(StandardCharsets.UTF_8);

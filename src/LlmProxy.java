@@ -3706,8 +3706,8 @@ public final class LlmProxy {
                     }
                 }
                 pending.setLength(0);
-                if (pending.capacity() > PENDING_LIMIT) {
-                    pending.trimToSize(); // a huge record's room is not kept for good
+                if (pending.capacity() > 4 * PENDING_LIMIT) {
+                    pending.trimToSize(); // a huge record's room is not kept for good; a busy log's is
                 }
                 pendingRecords = 0;
                 if (rotateAt > 0 && size > rotateAt && out != null) {
@@ -3975,6 +3975,14 @@ public final class LlmProxy {
 
         /** Base64 strings shorter than this are left alone: ids, hashes, small icons. */
         private static final int BASE64_MIN = 1024;
+        /** The characters of base64 and of its URL-safe form, by ASCII code. */
+        private static final boolean[] BASE64_DIGIT = new boolean[128];
+
+        static {
+            for (char c : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_".toCharArray()) {
+                BASE64_DIGIT[c] = true;
+            }
+        }
 
         /**
          * Replaces each JSON string that is a long base64 payload — a data: URL, Anthropic's
@@ -3989,11 +3997,8 @@ public final class LlmProxy {
             StringBuilder out = null;
             int kept = 0; // text before this index is in out
             for (int open = text.indexOf('"'); open >= 0; ) {
-                int close = open + 1;
-                while (close < text.length() && text.charAt(close) != '"') {
-                    close += text.charAt(close) == '\\' ? 2 : 1;
-                }
-                if (close >= text.length()) {
+                int close = closingQuote(text, open);
+                if (close < 0) {
                     break; // a string cut short (a truncated body): left as it is
                 }
                 if (close - open - 1 > BASE64_MIN) {
@@ -4007,6 +4012,24 @@ public final class LlmProxy {
                 open = text.indexOf('"', close + 1);
             }
             return out == null ? text : out.append(text, kept, text.length()).toString();
+        }
+
+        /**
+         * The quote that ends the JSON string opened at {@code open}, or -1: the next quote after
+         * an even run of backslashes. indexOf finds quotes many characters at a time; a prompt is
+         * mostly long strings.
+         */
+        private static int closingQuote(String text, int open) {
+            for (int close = text.indexOf('"', open + 1); close >= 0; close = text.indexOf('"', close + 1)) {
+                int backslashes = 0;
+                while (close - backslashes - 1 > open && text.charAt(close - backslashes - 1) == '\\') {
+                    backslashes++;
+                }
+                if (backslashes % 2 == 0) {
+                    return close;
+                }
+            }
+            return -1;
         }
 
         /** "[base64 TYPE, SIZE]" when text[from, to) is a base64 payload (or a data: URL of one), else null. */
@@ -4023,24 +4046,23 @@ public final class LlmProxy {
             }
             long digits = 0;
             int padding = 0;
-            StringBuilder head = new StringBuilder(16);
+            char[] head = new char[16];
             for (int i = from; i < to; i++) {
                 char c = text.charAt(i);
                 if (c == '\\' && i + 1 < to && (text.charAt(i + 1) == '/' || text.charAt(i + 1) == 'n')) {
                     if (text.charAt(++i) == '/') { // JSON may escape the slash
-                        digits++;
-                        if (head.length() < 16) {
-                            head.append('/');
+                        if (digits < head.length) {
+                            head[(int) digits] = '/';
                         }
+                        digits++;
                     } // a \n is a MIME line break
                 } else if (c == '=') {
                     padding++;
-                } else if (padding == 0 && (c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-                        || c == '+' || c == '/' || c == '-' || c == '_')) {
-                    digits++;
-                    if (head.length() < 16) {
-                        head.append(c == '-' ? '+' : c == '_' ? '/' : c);
+                } else if (padding == 0 && c < 128 && BASE64_DIGIT[c]) {
+                    if (digits < head.length) {
+                        head[(int) digits] = c == '-' ? '+' : c == '_' ? '/' : c;
                     }
+                    digits++;
                 } else {
                     return null;
                 }
@@ -4049,7 +4071,7 @@ public final class LlmProxy {
                 return null;
             }
             long bytes = digits * 3 / 4;
-            return "[base64 " + (type == null || type.isEmpty() ? sniff(head.toString()) : type) + ", " + size(bytes) + "]";
+            return "[base64 " + (type == null || type.isEmpty() ? sniff(new String(head)) : type) + ", " + size(bytes) + "]";
         }
 
         /** The media type that a payload's first bytes announce; "data" when they say nothing known. */

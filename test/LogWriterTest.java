@@ -539,6 +539,14 @@ class LogWriterTest {
     }
 
     @Test
+    void findsTheEndOfAStringAfterEscapedQuotesAndBackslashes() {
+        String png = base64(PNG, 4_000);
+        String text = "{\"a\":\"say \\\"hi\\\"\",\"b\":\"C:\\\\\",\"c\":\"" + png + "\"}";
+        assertEquals("{\"a\":\"say \\\"hi\\\"\",\"b\":\"C:\\\\\",\"c\":\"[base64 image/png, 3.9 KB]\"}",
+                LlmProxy.BodyText.elideBase64(text + " ".repeat(1024)).strip());
+    }
+
+    @Test
     void leavesShortBase64AndLongTextAlone() {
         String small = base64(PNG, 700); // under 1 KB of digits: an icon, an id
         String prose = "word ".repeat(400);

@@ -88,6 +88,7 @@ import java.time.ZoneOffset;
 import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -4810,6 +4811,7 @@ public final class LlmProxy {
         private final Settings settings;
         private final Secrets secrets;
         private final long maxBody;
+        private final Map<String, URI> uris = new HashMap<>();
         private final PrintStream err;
         private final HttpClient client;
         private final BlockingQueue<Object[]> queue = new java.util.concurrent.ArrayBlockingQueue<>(QUEUE);
@@ -4955,10 +4957,25 @@ public final class LlmProxy {
             return Json.write(Map.of("resourceSpans", List.of(resourceSpans)));
         }
 
+        /** A URL's parts; those of URLs without a query are parsed once (the exporter's thread alone asks). */
+        private URI uri(String url) {
+            if (url.indexOf('?') >= 0) {
+                return URI.create(url);
+            }
+            URI known = uris.get(url);
+            if (known == null) {
+                known = URI.create(url);
+                if (uris.size() < 256) {
+                    uris.put(url, known);
+                }
+            }
+            return known;
+        }
+
         /** One exchange as a span: GenAI attributes for an LLM call, HTTP client ones for anything else. */
         Map<String, Object> span(Record r, TraceContext trace) {
             RecordView view = new RecordView(r, secrets, maxBody, false);
-            URI upstream = r.upstreamUrl().isEmpty() ? URI.create(r.url()) : URI.create(r.upstreamUrl());
+            URI upstream = uri(r.upstreamUrl().isEmpty() ? r.url() : r.upstreamUrl());
             String path = upstream.getRawPath() == null ? "" : upstream.getRawPath();
             String api = Conversation.api(path);
             Object request = api == null ? null : Json.parseOrNull(BodyText.decoded(r.request(), maxBody));

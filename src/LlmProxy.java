@@ -29,8 +29,8 @@
  *   HeaderRules     which headers cross the proxy in each direction
  *   RequestBody     the client's body: read whole, streamed upstream, or drained for the log
  *   IdleWatchdog    ends every wait on a peer that outlasts --timeout: silent upstreams, stalled clients
- *   Capture         the bounded copy of a body kept for the log
- *   Record          what the log keeps of one exchange
+ *   Capture         the bounded copy of a body kept for the log, in chunks that are never copied
+ *   Record          what the log keeps of one exchange, and its conversation once read
  *   Column, RecordView, Secrets  the log's columns, one record as they read it (its
  *                   conversation read once), and what they may show of credentials
  *   LogWriter       one thread that appends records to the log file (or stdout), rotates and re-opens it

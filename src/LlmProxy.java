@@ -179,11 +179,11 @@ public final class LlmProxy {
             err.println("llmproxy: " + e.getMessage());
             return 1;
         }
+        settleHeap();
         if (!config.command().isEmpty()) {
             return Child.run(config, proxy, err);
         }
         Signals.install(proxy, err);
-        settleHeap();
         return SERVING;
     }
 

@@ -24,13 +24,14 @@
  *   PlainHttpOnly   a TLS context that is never used, so http:// targets start fast
  *   Limits          exchanges and connections at once, from the heap and open-file limits
  *   LogMemory       the heap that bodies kept for the log may hold; past it, 503s
+ *   Heap            the heap settled to what is live at start, and given back once idle
  *   Access          who may use the proxy: Host must name it, Origin be this machine's (403)
  *   Forwarder       one exchange: upstream request, response headers, copy loop, record
  *   HeaderRules     which headers cross the proxy in each direction
  *   RequestBody     the client's body: read whole, streamed upstream, or drained for the log
  *   IdleWatchdog    ends every wait on a peer that outlasts --timeout: silent upstreams, stalled clients
  *   Capture         the bounded copy of a body kept for the log, in chunks that are never copied
- *   Record          what the log keeps of one exchange, and its conversation once read
+ *   Record          what the log keeps of one exchange; Reading keeps its conversation once read
  *   Column, RecordView, Secrets  the log's columns, one record as they read it (its
  *                   conversation read once), and what they may show of credentials
  *   LogWriter       one thread that appends records to the log file (or stdout), rotates and re-opens it
@@ -179,43 +180,12 @@ public final class LlmProxy {
             err.println("llmproxy: " + e.getMessage());
             return 1;
         }
-        settleHeap();
+        Heap.settle();
         if (!config.command().isEmpty()) {
             return Child.run(config, proxy, err);
         }
         Signals.install(proxy, err);
         return SERVING;
-    }
-
-    /**
-     * The JVM starts with a heap of 1/64 of the machine's memory (384 MB of 24 GB) and lets the
-     * young generation fill most of it before it first collects: resident memory the proxy never
-     * needs. One full collection just after start, while a few megabytes are live, shrinks the
-     * heap to what is live (MaxHeapFreeRatio); from there it grows with the load. After a burst
-     * the collector would keep what it grew to for good: once the proxy has been idle for
-     * -Dllmproxy.heapIdleSeconds (30; 0 leaves the heap alone) it collects concurrently and gives
-     * the rest back (G1's periodic collection, which a program may switch on as it runs). A
-     * thread of its own, so that nothing waits for it; it pauses the proxy for a few milliseconds.
-     */
-    private static void settleHeap() {
-        long idleSeconds = Long.getLong("llmproxy.heapIdleSeconds", 30);
-        Thread.ofPlatform().daemon(true).name("llmproxy-settle-heap").start(() -> {
-            System.gc();
-            if (idleSeconds <= 0) {
-                return;
-            }
-            // The management classes take ~20 ms to load: not while the first requests are served.
-            LockSupport.parkNanos(TimeUnit.SECONDS.toNanos(5));
-            try {
-                var hotspot = java.lang.management.ManagementFactory.getPlatformMXBean(
-                        com.sun.management.HotSpotDiagnosticMXBean.class);
-                if (hotspot.getVMOption("G1PeriodicGCInterval").getValue().equals("0")) { // a user's own value wins
-                    hotspot.setVMOption("G1PeriodicGCInterval", String.valueOf(idleSeconds * 1000));
-                }
-            } catch (RuntimeException | LinkageError e) {
-                // not HotSpot, or a JVM without the option: the heap stays as its collector leaves it
-            }
-        });
     }
 
     // --- signals ---
@@ -1454,6 +1424,42 @@ public final class LlmProxy {
 
         long limit() {
             return limit;
+        }
+    }
+
+    /** The heap: settled to what is live once the proxy serves, and given back after idle time. */
+    static final class Heap {
+        private Heap() {}
+
+        /**
+         * The JVM starts with a heap of 1/64 of the machine's memory (384 MB of 24 GB) and lets the
+         * young generation fill most of it before it first collects: resident memory the proxy never
+         * needs. One full collection just after start, while a few megabytes are live, shrinks the
+         * heap to what is live (MaxHeapFreeRatio); from there it grows with the load. After a burst
+         * the collector would keep what it grew to for good: once the proxy has been idle for
+         * -Dllmproxy.heapIdleSeconds (30; 0 leaves the heap alone) it collects concurrently and gives
+         * the rest back (G1's periodic collection, which a program may switch on as it runs). A
+         * thread of its own, so that nothing waits for it; it pauses the proxy for a few milliseconds.
+         */
+        static void settle() {
+            long idleSeconds = Long.getLong("llmproxy.heapIdleSeconds", 30);
+            Thread.ofPlatform().daemon(true).name("llmproxy-settle-heap").start(() -> {
+                System.gc();
+                if (idleSeconds <= 0) {
+                    return;
+                }
+                // The management classes take ~20 ms to load: not while the first requests are served.
+                LockSupport.parkNanos(TimeUnit.SECONDS.toNanos(5));
+                try {
+                    var hotspot = java.lang.management.ManagementFactory.getPlatformMXBean(
+                            com.sun.management.HotSpotDiagnosticMXBean.class);
+                    if (hotspot.getVMOption("G1PeriodicGCInterval").getValue().equals("0")) { // a user's own value wins
+                        hotspot.setVMOption("G1PeriodicGCInterval", String.valueOf(idleSeconds * 1000));
+                    }
+                } catch (RuntimeException | LinkageError e) {
+                    // not HotSpot, or a JVM without the option: the heap stays as its collector leaves it
+                }
+            });
         }
     }
 
@@ -2829,15 +2835,7 @@ public final class LlmProxy {
 
         /** Takes memory for the first {@code expected} bytes ahead (a declared length); false if it is not there. */
         synchronized boolean takeAhead(long expected) {
-            long want = Math.min(expected, limit) - taken;
-            if (want <= 0) {
-                return true;
-            }
-            if (!memory.take(want)) {
-                return false;
-            }
-            taken += want;
-            return true;
+            return holdUpTo(Math.min(expected, limit));
         }
 
         synchronized void write(byte[] source, int offset, int length) {
@@ -2867,7 +2865,7 @@ public final class LlmProxy {
         private boolean addChunk(int needed) {
             int room = keepLimit - size;
             int length = Math.min(room, Math.max(needed, Math.max(FIRST_CHUNK, Math.min(capacity, MAX_CHUNK))));
-            if (!reserve(length) && !reserve(length = needed)) {
+            if (!holdUpTo(capacity + (long) length) && !holdUpTo(capacity + (long) (length = needed))) {
                 return false;
             }
             if (count == chunks.length) {
@@ -2878,15 +2876,16 @@ public final class LlmProxy {
             return true;
         }
 
-        private boolean reserve(int length) {
-            long beyond = capacity + (long) length - taken;
-            if (beyond <= 0) {
+        /** Holds at least {@code bytes} of the log's memory, taking what is missing; false, taking nothing, if it is not there. */
+        private boolean holdUpTo(long bytes) {
+            long missing = bytes - taken;
+            if (missing <= 0) {
                 return true;
             }
-            if (!memory.take(beyond)) {
+            if (!memory.take(missing)) {
                 return false;
             }
-            taken += beyond;
+            taken += missing;
             return true;
         }
 
@@ -2896,7 +2895,7 @@ public final class LlmProxy {
          * may be kept.
          */
         synchronized void adopt(byte[] bytes, int n) {
-            if (count > 0 || starved || bytes.length > keepLimit || !reserve(bytes.length)) {
+            if (count > 0 || starved || bytes.length > keepLimit || !holdUpTo(bytes.length)) {
                 write(bytes, 0, n);
                 return;
             }
@@ -2911,7 +2910,7 @@ public final class LlmProxy {
             return size >= limit;
         }
 
-        /** A copy of the bytes kept so far, for the live viewer while the exchange runs. */
+        /** A copy of the bytes kept so far, in one array: for the live viewer while the exchange runs. */
         synchronized byte[] snapshot() {
             return Record.Body.join(chunks, count, size);
         }
@@ -2921,11 +2920,6 @@ public final class LlmProxy {
             memory.give(taken - capacity);
             taken = capacity;
             return new Record.Body(Arrays.copyOf(chunks, count), size, total, encoding, partial);
-        }
-
-        /** The bytes kept, in one array. */
-        synchronized byte[] bytes() {
-            return Record.Body.join(chunks, count, size);
         }
 
         /** Bytes seen, including those beyond the limit. */

@@ -485,7 +485,7 @@ class LogWriterTest {
 
         var small = new LlmProxy.Capture(4); // beyond the limit: only the first bytes are kept, copied
         small.adopt(prompt, prompt.length);
-        assertEquals("{\"me", new String(small.bytes(), StandardCharsets.UTF_8));
+        assertEquals("{\"me", new String(small.snapshot(), StandardCharsets.UTF_8));
         assertEquals(prompt.length, small.total());
     }
 
@@ -512,7 +512,7 @@ class LogWriterTest {
         byte[] data = "0123456789abcdefghij".getBytes(StandardCharsets.UTF_8);
         capture.write(data, 0, 8);
         capture.write(data, 8, 12);
-        assertEquals("0123456789", new String(capture.bytes(), StandardCharsets.UTF_8));
+        assertEquals("0123456789", new String(capture.snapshot(), StandardCharsets.UTF_8));
         assertEquals(20, capture.total());
         assertTrue(capture.isFull());
     }
@@ -583,12 +583,12 @@ class LogWriterTest {
         byte[] data = new byte[600];
         first.write(data, 0, 600);
         second.write(data, 0, 600); // 600 more do not fit beside the first 600
-        assertEquals(600, first.bytes().length);
-        assertEquals(0, second.bytes().length);
+        assertEquals(600, first.snapshot().length);
+        assertEquals(0, second.snapshot().length);
         assertEquals(600, second.total(), "the size is still counted");
         assertTrue(second.partial().startsWith("llmproxy's memory for log bodies was full"), second.partial());
         second.write(data, 0, 10);
-        assertEquals(0, second.bytes().length, "nothing is kept after a gap");
+        assertEquals(0, second.snapshot().length, "nothing is kept after a gap");
         assertEquals(600, memory.used(), "the first holds what it kept until the writer gives it back");
         var ahead = new LlmProxy.Capture(10_000, memory);
         assertTrue(ahead.takeAhead(300));
